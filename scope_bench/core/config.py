@@ -1,0 +1,68 @@
+"""Configuration of the SCOPE stage and of the losses. Every value the paper leaves open is a
+documented default here, overridable from the method YAMLs in `trainers/`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from .prefix import check_tau
+
+
+@dataclass
+class ScopeConfig:
+    """The rectification stage (DESIGN.md section 1, steps 1-6)."""
+
+    tau: float = 0.5  # PRM validity threshold (paper: a step with p < tau is an error)
+    min_failures: int = 2  # gate: groups with fewer failing rollouts are left as sampled
+    stats_scope: str = "batch"  # "batch" | "group": population for the length statistics of eq. 3
+    prefix_source: str = "prm"  # "prm" (SCOPE) | "none" (replace the whole rollout, LUFFY-style)
+    reject_prefix_rewrite: bool = True  # a suffix that restarts the solution is a refiner failure
+    max_response_tokens: int | None = None  # a mixed trajectory longer than this is skipped
+    score_all_failures: bool = False  # also PRM-score failures of ungated groups (near-miss metrics)
+
+    def __post_init__(self):
+        check_tau(self.tau)
+        if self.min_failures < 1:
+            raise ValueError(f"scope.min_failures must be >= 1, got {self.min_failures}")
+        _check_choice("scope.stats_scope", self.stats_scope, ("batch", "group"))
+        _check_choice("scope.prefix_source", self.prefix_source, ("prm", "none"))
+        if self.max_response_tokens is not None and self.max_response_tokens < 1:
+            raise ValueError(f"scope.max_response_tokens must be positive, got {self.max_response_tokens}")
+
+
+@dataclass
+class LossConfig:
+    """The hybrid objective (eq. 6) and GRPO advantages."""
+
+    clip_eps: float = 0.2  # PPO clip range on prefix tokens
+    lam: float = 1.0  # weight of the off-policy term (the paper's lambda)
+    gamma: float = 0.1  # shaping f(p) = p / (p + gamma), from LUFFY
+    offpolicy_advantage: bool = False  # True: LUFFY's form, the shaped term times the advantage
+    adv_eps: float = 1e-6  # GRPO advantage denominator epsilon (verl's default)
+
+    def __post_init__(self):
+        if not 0 < self.clip_eps < 1:
+            raise ValueError(f"loss.clip_eps must lie in (0, 1), got {self.clip_eps}")
+        if self.gamma <= 0:
+            raise ValueError(f"loss.gamma must be positive, got {self.gamma}")
+        if self.lam < 0:
+            raise ValueError(f"loss.lam must be >= 0, got {self.lam}")
+
+
+def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def from_dict(cls, values: dict | None, where: str = ""):
+    """Build a config dataclass from a mapping, naming any unknown key."""
+    values = dict(values or {})
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in {where or cls.__name__}; known: {sorted(known)}")
+    return cls(**values)
+
+
+def to_dict(config) -> dict:
+    return asdict(config)

@@ -1,0 +1,70 @@
+"""Splitting a solution into reasoning steps, with exact character and token spans.
+
+Steps are separated by a blank line (`"\\n\\n"`), as Qwen2.5-Math-PRM and the paper segment them.
+Token spans come from the tokenizer's offsets, never from re-tokenising pieces, so the token count of
+a verified prefix is exactly the number of tokens the policy produced for it.
+"""
+
+from __future__ import annotations
+
+import re
+from bisect import bisect_right
+from typing import Sequence
+
+STEP_SEPARATOR = "\n\n"
+_SEPARATOR_RUN = re.compile(r"\n\n+")
+
+
+def step_char_spans(text: str) -> list[tuple[int, int]]:
+    """`(start, end)` character span of each non-empty step; separators belong to no step."""
+    spans, start = [], 0
+    for sep in _SEPARATOR_RUN.finditer(text):
+        if text[start : sep.start()].strip():
+            spans.append((start, sep.start()))
+        start = sep.end()
+    if text[start:].strip():
+        spans.append((start, len(text)))
+    return spans
+
+
+def split_steps(text: str) -> list[str]:
+    """The steps of `text`, split on `"\\n\\n"`, empty (whitespace-only) segments dropped."""
+    return [text[s:e] for s, e in step_char_spans(text)]
+
+
+def step_token_spans(text: str, offsets: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+    """`[tok_start, tok_end)` token span of each step, from per-token character offsets.
+
+    A step owns the tokens that end inside it or in the separator after it, so spans tile the
+    response: the prefix of `k` steps is exactly `token_ids[:spans[k-1][1]]` and the tokens after it
+    start the next step. `offsets` is what a fast tokenizer returns with `return_offsets_mapping`.
+    """
+    char_spans = step_char_spans(text)
+    if not char_spans:
+        return []
+    ends = [end for _, end in offsets]
+    if any(b < a for a, b in zip(ends, ends[1:])):
+        raise ValueError("token offsets must be non-decreasing")
+    token_spans, first = [], 0
+    for next_start, _ in char_spans[1:]:
+        last = bisect_right(ends, next_start)  # tokens ending at or before the next step's start
+        token_spans.append((first, last))
+        first = last
+    token_spans.append((first, len(ends)))  # the last step keeps every remaining token
+    return token_spans
+
+
+def prefix_token_count(text: str, offsets: Sequence[tuple[int, int]], n_steps: int) -> int:
+    """How many response tokens make up the first `n_steps` steps (0 for an empty prefix)."""
+    if n_steps <= 0:
+        return 0
+    spans = step_token_spans(text, offsets)
+    if n_steps > len(spans):
+        raise ValueError(f"asked for {n_steps} steps of a response that has {len(spans)}")
+    return spans[n_steps - 1][1]
+
+
+def token_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids and character offsets of `text` under a fast Hugging Face tokenizer."""
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
