@@ -1,0 +1,1 @@
+"""Diversity, near-miss and training dynamics of runs (engine-free, no torch)."""

@@ -1,0 +1,1 @@
+"""Paper-style tables (Markdown, LaTeX) and plots from run dirs; see report.write_report."""

@@ -1,0 +1,325 @@
+"""The paper's tables from measured runs, with published numbers as separate reference blocks.
+
+A `Table` is columns plus blocks of rows; a block is either measured or reference (never both), and
+the best value of each column is bold within its block (ties all bold, compared as printed). A cell is
+a number, a ``(p50, p10, p90)`` triple (Table 4 diversity), or None (shown as missing). Averages of
+measured rows are the unweighted mean of the group's tasks and are missing unless every task of the
+group was run, so a partial average never looks comparable with the paper's.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+from scope_bench.analysis.diversity import diversity_by_prompt, summarize_diversity
+from scope_bench.reports.reference import REFERENCE_SUFFIX, reference_sections
+from scope_bench.reports.runs import EvalRun
+
+ID_TASKS = ("aime24", "aime25", "amc", "math500", "minerva", "olympiad")
+OOD_TASKS = ("arc_c", "gpqa_diamond", "mmlu_pro")
+HEADERS = {
+    "aime24": "AIME24", "aime25": "AIME25", "amc": "AMC", "math500": "MATH-500", "minerva": "Minerva",
+    "olympiad": "Olympiad", "avg-id": "Avg.", "arc_c": "ARC-c", "gpqa_diamond": "GPQA*",
+    "mmlu_pro": "MMLU-Pro", "avg-ood": "Avg.", "pass@1": "pass@1", "pass@10": "pass@10",
+}
+ABLATION_METHODS = ("grpo", "replace", "prm_reward", "scope")
+PAPER_DIVERSITY_TASK = "aime24"
+TABLE4_COLUMNS = ("distinct-1", "distinct-4", "1-self-bleu", "1-self-rouge", "div-score", "pass@1", "pass@10")
+TRAINING_COLUMNS = ("reward_mean", "val_accuracy", "entropy", "keep_ratio", "response_length", "near_miss@1")
+MISSING_NOTE = "Missing cells (not run, or an average over an incomplete group) are shown as —."
+TABLE4_NOTE = ("distinct-n over whitespace tokens pooled across a prompt's samples; 1-self-bleu with sacrebleu "
+               "sentence BLEU; 1-self-rouge with ROUGE-L F1 over pairs; div-score = mean of distinct-1, "
+               "distinct-4, 1-self-bleu, 1-self-rouge.")
+TRAINING_NOTE = ("val_accuracy and near_miss@1 are fractions (0-1); bold: highest reward and validation "
+                 "accuracy, lowest near-miss@1.")
+
+
+@dataclass
+class Row:
+    name: str
+    cells: dict  # column -> float | (p50, p10, p90) | None
+
+
+@dataclass
+class Block:
+    title: str
+    sections: list[tuple[str | None, list[Row]]]
+    reference: bool = False
+
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    columns: list[str]
+    blocks: list[Block]
+    decimals: dict = field(default_factory=dict)  # column -> decimals (default 1)
+    groups: list[tuple[str, int]] = field(default_factory=list)  # header spans over columns
+    notes: list[str] = field(default_factory=list)
+    task: str | None = None  # the task of a Table 4
+    bold: tuple | None = None  # columns where a best value is bolded (None: all)
+    lower_better: tuple = ()
+
+    def fmt(self, column: str, value) -> str | None:
+        """The printed text of a cell (None when missing); bold comparisons use this text."""
+        d = self.decimals.get(column, 1)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            return None
+        if isinstance(value, (tuple, list)):
+            if any(v is None or math.isnan(v) for v in value):
+                return None
+            return f"{value[0]:.{d}f} [{value[1]:.{d}f}, {value[2]:.{d}f}]"
+        return f"{value:.{d}f}"
+
+    def best(self, block: Block) -> dict[str, float]:
+        """Per column, the best printed value within a block (largest, or smallest if lower is better)."""
+        out = {}
+        for col in self.bold if self.bold is not None else self.columns:
+            vals = [_key(self.fmt(col, r.cells.get(col))) for _, rows in block.sections for r in rows]
+            vals = [v for v in vals if v is not None]
+            if len(vals) > 1:
+                out[col] = min(vals) if col in self.lower_better else max(vals)
+        return out
+
+
+def _key(text: str | None) -> float | None:
+    return None if text is None else float(text.split(" ")[0])
+
+
+# --- building the tables from runs -----------------------------------------------------------
+
+
+def _mean(values):
+    values = [v for v in values if v is not None]
+    return sum(values) / len(values) if values else None
+
+
+def _group_avg(cells: dict, tasks) -> float | None:
+    vals = [cells.get(t) for t in tasks]
+    return None if any(v is None for v in vals) else sum(vals) / len(vals)
+
+
+def _by_label(runs: list[EvalRun]) -> dict[str, list[EvalRun]]:
+    out: dict[str, list[EvalRun]] = {}
+    for run in runs:
+        out.setdefault(run.label, []).append(run)
+    return out
+
+
+def score_rows(runs: list[EvalRun], tasks) -> list[Row]:
+    """One row per label: task scores (mean over that label's runs), group averages."""
+    rows = []
+    for label, group in _by_label(runs).items():
+        cells = {t: _mean([r.score(t) for r in group]) for t in (*ID_TASKS, *OOD_TASKS)}
+        cells["avg-id"] = _group_avg(cells, ID_TASKS)
+        cells["avg-ood"] = _group_avg(cells, OOD_TASKS)
+        name = label if len(group) == 1 else f"{label} (mean of {len(group)} runs)"
+        rows.append(Row(name, {c: cells.get(c) for c in tasks}))
+    return rows
+
+
+def _reference_block(table: str, title: str = "Published (paper, not measured)") -> list[Block]:
+    sections = [(t, [Row(n + REFERENCE_SUFFIX, cells) for n, cells in rows.items()])
+                for t, rows in reference_sections(table)]
+    if table == "table2":  # one block per backbone: different backbones are not compared
+        return [Block(f"{title}: {t}", [(None, rows)], reference=True) for t, rows in sections]
+    return [Block(title, sections, reference=True)]
+
+
+def main_backbone(runs: list[EvalRun]) -> str | None:
+    """The backbone most runs used (first seen on ties); None when runs do not say."""
+    counts: dict = {}
+    for run in runs:
+        counts[run.backbone] = counts.get(run.backbone, 0) + 1
+    return max(counts, key=counts.get) if counts else None
+
+
+def table1(runs: list[EvalRun], reference: bool = True, backbone: str | None = None) -> Table:
+    columns = [*ID_TASKS, "avg-id", *OOD_TASKS, "avg-ood"]
+    rows = score_rows([r for r in runs if r.backbone == backbone], columns)
+    blocks = [Block("Measured" + (f" ({backbone})" if backbone else ""), [(None, rows)])]
+    if reference:
+        blocks += _reference_block("table1", "Published (paper, Qwen2.5-Math-7B, not measured)")
+    return Table("table1", "Table 1. In-distribution (math) and out-of-distribution accuracy (%)",
+                 columns, blocks, groups=[("In-distribution", 7), ("Out-of-distribution", 4)],
+                 notes=["AIME24, AIME25, AMC: Avg@32; others: pass@1 (as each run's summary reports).",
+                        MISSING_NOTE])
+
+
+def table2(runs: list[EvalRun], reference: bool = True, main: str | None = None) -> Table:
+    columns = [*ID_TASKS, "avg-id"]
+    blocks = []
+    for bb in dict.fromkeys(r.backbone for r in runs if r.backbone != main):
+        rows = score_rows([r for r in runs if r.backbone == bb], columns)
+        blocks.append(Block(f"Measured: {bb}", [(None, rows)]))
+    if reference:
+        blocks += _reference_block("table2")
+    return Table("table2", "Table 2. More backbones: in-distribution accuracy (%)", columns, blocks,
+                 notes=["Runs whose summary names a backbone other than the main one.", MISSING_NOTE])
+
+
+def table3(runs: list[EvalRun], reference: bool = True, backbone: str | None = None) -> Table:
+    columns = [*ID_TASKS, "avg-id"]
+    chosen = [r for r in runs if r.backbone == backbone and r.method in ABLATION_METHODS]
+    blocks = [Block("Measured", [(None, score_rows(chosen, columns))])]
+    if reference:
+        blocks += _reference_block("table3")
+    return Table("table3", "Table 3. Ablation on refinement strategies: in-distribution accuracy (%)",
+                 columns, blocks, notes=["Runs of methods " + ", ".join(ABLATION_METHODS) + ".", MISSING_NOTE])
+
+
+def diversity_rows(runs: list[EvalRun], task: str, progress: bool = False) -> tuple[list[Row], dict]:
+    """Table 4 rows (diversity p50 [p10, p90] across prompts, pass@1, pass@10) and the per-prompt
+    metrics of each label, for runs whose results.jsonl has samples of ``task``."""
+    rows, per_prompt = [], {}
+    for label, group in _by_label(runs).items():
+        prompts = {}
+        for i, run in enumerate(group):  # several runs of one label: their prompts pooled
+            for pid, samples in run.responses(task).items():
+                prompts[f"{i}:{pid}" if len(group) > 1 else pid] = samples
+        if not prompts:
+            continue
+        metrics = diversity_by_prompt(prompts, progress=progress)
+        per_prompt[label] = metrics
+        summary = summarize_diversity(metrics)
+        cells = {m: (summary[m]["p50"], summary[m]["p10"], summary[m]["p90"]) for m in TABLE4_COLUMNS[:5]}
+        cells["pass@1"] = _mean([r.pass_at(task, 1) for r in group])
+        cells["pass@10"] = _mean([r.pass_at(task, 10) for r in group])
+        k = sorted({len(s) for s in prompts.values()})
+        name = f"{label} (k={k[0]})" if len(k) == 1 else f"{label} (k={k[0]}-{k[-1]})"
+        rows.append(Row(name, cells))
+    return rows, per_prompt
+
+
+def table4(rows: list[Row], task: str, reference: bool = True) -> Table:
+    blocks = [Block(f"Measured: {task}", [(None, rows)])]
+    if reference:
+        blocks += _reference_block("table4", "Published (paper, AIME24, not measured)")
+    decimals = {c: 2 for c in TABLE4_COLUMNS}
+    key = "table4" if task == PAPER_DIVERSITY_TASK else f"table4-{task}"
+    return Table(key, f"Table 4. Diversity and quality on {task}", list(TABLE4_COLUMNS), blocks, decimals,
+                 task=task, groups=[("Diversity (p50 [p10, p90] across prompts)", 5), ("Quality (%)", 2)],
+                 notes=[TABLE4_NOTE, MISSING_NOTE])
+
+
+def training_table(train_groups: dict) -> Table:
+    """Last logged value of the main training metrics per method (mean over seeds)."""
+    from scope_bench.analysis.dynamics import final_values
+
+    rows = []
+    for label, runs in train_groups.items():
+        cells = final_values(runs, TRAINING_COLUMNS)
+        cells["seeds"] = float(len(runs))
+        cells["steps"] = float(max((r.rows[-1]["step"] for r in runs if r.rows), default=0))
+        rows.append(Row(label, cells))
+    columns = ["seeds", "steps", *TRAINING_COLUMNS]
+    decimals = {"seeds": 0, "steps": 0, "response_length": 0, **{c: 3 for c in TRAINING_COLUMNS[:4]},
+                "near_miss@1": 3}
+    return Table("training", "Training runs: last logged values (mean over seeds)", columns,
+                 [Block("Measured", [(None, rows)])], decimals,
+                 notes=[TRAINING_NOTE, MISSING_NOTE],
+                 bold=("reward_mean", "val_accuracy", "near_miss@1"), lower_better=("near_miss@1",))
+
+
+# --- rendering --------------------------------------------------------------------------------
+
+
+def _header(col: str) -> str:
+    return HEADERS.get(col, col)
+
+
+def to_markdown(table: Table) -> str:
+    """GitHub-flavoured Markdown: a bold title, a pipe table, notes; block titles as bold rows."""
+    cols = table.columns
+    parts = [f"**{_md_escape(table.title)}**"]
+    if table.groups:
+        spans, start = [], 0
+        for name, n in table.groups:
+            spans.append(f"{name}: {', '.join(_header(c) for c in cols[start:start + n])}")
+            start += n
+        parts.append(_md_escape("; ".join(spans)))
+    lines = ["| Method | " + " | ".join(_md_escape(_header(c)) for c in cols) + " |",
+             "|:---|" + "---:|" * len(cols)]
+    empty = " |" * len(cols)
+    for block in table.blocks:
+        best = table.best(block)
+        title = f"*{block.title}*" if block.reference else f"**{block.title}**"
+        lines.append(f"| {title} |" + empty)
+        if not any(rows for _, rows in block.sections):
+            lines.append("| (no runs) |" + empty)
+        for sec_title, rows in block.sections:
+            if sec_title:
+                lines.append(f"| *{sec_title}* |" + empty)
+            for row in rows:
+                cells = []
+                for c in cols:
+                    text = table.fmt(c, row.cells.get(c))
+                    if text is None:
+                        cells.append("—")
+                    elif best.get(c) is not None and _key(text) == best[c]:
+                        cells.append(f"**{text}**")
+                    else:
+                        cells.append(text)
+                lines.append(f"| {_md_escape(row.name)} | " + " | ".join(cells) + " |")
+    parts.append("\n".join(lines))
+    parts += [_md_escape(n) for n in table.notes]
+    return "\n\n".join(parts) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
+
+
+_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
+
+
+_TABLE_NUMBER = re.compile(r"^Table \d+\.\s*")  # LaTeX numbers captions itself
+
+
+def to_latex(table: Table) -> str:
+    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
+    cols = table.columns
+    n = len(cols) + 1
+    out = [r"\begin{table}[ht]", r"\centering", r"\small" if len(cols) < 10 else r"\scriptsize",
+           rf"\caption{{{latex_escape(_TABLE_NUMBER.sub('', table.title))}}}", rf"\label{{tab:{table.key}}}",
+           r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule"]
+    if table.groups:
+        spans, rules, start = [], [], 2
+        for name, width in table.groups:
+            spans.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(name)}}}")
+            rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
+            start += width
+        out += [" & " + " & ".join(spans) + r" \\", " ".join(rules)]
+    out.append("Method & " + " & ".join(latex_escape(_header(c)).replace("*", "$^*$") for c in cols) + r" \\")
+    for block in table.blocks:
+        best = table.best(block)
+        out += [r"\midrule", rf"\multicolumn{{{n}}}{{l}}{{\textit{{{latex_escape(block.title)}}}}} \\"]
+        if not any(rows for _, rows in block.sections):
+            out.append(rf"\multicolumn{{{n}}}{{l}}{{(no runs)}} \\")
+        for sec_title, rows in block.sections:
+            if sec_title:
+                out.append(rf"\multicolumn{{{n}}}{{l}}{{\quad\textit{{{latex_escape(sec_title)}}}}} \\")
+            for row in rows:
+                cells = []
+                for c in cols:
+                    text = table.fmt(c, row.cells.get(c))
+                    if text is None:
+                        cells.append("--")
+                    elif best.get(c) is not None and _key(text) == best[c]:
+                        cells.append(rf"\textbf{{{text}}}")
+                    else:
+                        cells.append(text)
+                out.append(latex_escape(row.name) + " & " + " & ".join(cells) + r" \\")
+    out += [r"\bottomrule", r"\end{tabular}"]
+    if table.notes:
+        out.append(r"\par\smallskip{\footnotesize " + latex_escape(" ".join(table.notes)).replace("—", "--")
+                   + "}")
+    out.append(r"\end{table}")
+    return "\n".join(out)
