@@ -1,0 +1,209 @@
+"""Process reward models for the SCOPE stage: Qwen2.5-Math-PRM-7B in process, or served by vLLM.
+
+Both follow the checkpoint's official recipe (DESIGN.md step 3): system prompt "Please reason step by
+step, and put your final answer within \\boxed{}.", user = question, assistant = the steps joined and
+terminated by `<extra_0>`; `p_j` = softmax over the two classes, positive class, at the j-th `<extra_0>`.
+
+- `QwenMathPRM` loads the weights into transformers' native `Qwen2Model` plus the checkpoint's score
+  head (Linear, ReLU, Linear). The checkpoint's own remote code silently returns constant ~0.5
+  scores under transformers 5.x, so it is never used.
+- `VLLMPoolingPRM` is an HTTP client of `vllm serve Qwen/Qwen2.5-Math-PRM-7B --runner pooling`
+  (`Qwen2ForProcessRewardModel`, STEP pooling on `<extra_0>`), one `/pooling` request per solution,
+  all in flight at once under a concurrency bound, like the refiner.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+from scope_bench.engines.refiner import CallError, post_json, run_coroutine, with_retries
+
+logger = logging.getLogger(__name__)
+
+STEP_TAG = "<extra_0>"
+PRM_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+
+
+def prm_messages(question: str, steps: Sequence[str]) -> list[dict]:
+    """The PRM's chat: steps joined and terminated by the step tag (a tag inside a step is removed,
+    so there is exactly one tag per step)."""
+    clean = [step.replace(STEP_TAG, "") for step in steps]
+    return [
+        {"role": "system", "content": PRM_SYSTEM_PROMPT},
+        {"role": "user", "content": question},
+        {"role": "assistant", "content": STEP_TAG.join(clean) + STEP_TAG},
+    ]
+
+
+class QwenMathPRM:
+    """Qwen2.5-Math-PRM (7B or 72B) in this process, on `device`.
+
+    `max_length` caps the tokens of one scored chat; steps whose tag falls beyond it get score 0.0
+    (an error), which shortens the verified prefix rather than trusting unseen steps; they are
+    counted in `truncated_steps`.
+    """
+
+    def __init__(self, name_or_path: str, device: str = "cuda", *, dtype=None, batch_size: int = 8,
+                 max_length: int = 4096):
+        import torch
+        from transformers import AutoTokenizer, Qwen2Model
+        from transformers.utils import logging as hf_logging
+
+        self.device = torch.device(device)
+        if dtype is None:
+            dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        path = _local_checkpoint(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.step_tag_id = self.tokenizer.convert_tokens_to_ids(STEP_TAG)
+        if self.step_tag_id is None or self.step_tag_id == self.tokenizer.unk_token_id:
+            raise ValueError(f"{path}: tokenizer has no {STEP_TAG} token; not a Qwen2.5-Math-PRM checkpoint")
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # the score.* tensors are loaded below, not "unexpected"
+        try:
+            self.model = Qwen2Model.from_pretrained(path, dtype=dtype).to(self.device).eval()
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        self.score_head = _load_score_head(path, self.model.config.hidden_size).to(self.device, dtype).eval()
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.truncated_steps = 0
+
+    def score(self, questions: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+        if len(questions) != len(steps):
+            raise ValueError(f"{len(questions)} questions but {len(steps)} step lists")
+        texts = [
+            self.tokenizer.apply_chat_template(prm_messages(q, s), tokenize=False, add_generation_prompt=False)
+            for q, s in zip(questions, steps)
+        ]
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
+        scores: list[list[float]] = [[] for _ in texts]
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            for i, probs in zip(chunk, self._step_probabilities([texts[i] for i in chunk])):
+                missing = len(steps[i]) - len(probs)
+                self.truncated_steps += missing
+                scores[i] = probs + [0.0] * missing
+        return scores
+
+    def _step_probabilities(self, texts: list[str]) -> list[list[float]]:
+        import torch
+
+        self.tokenizer.padding_side = "right"
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length,
+                             add_special_tokens=False).to(self.device)
+        with torch.no_grad():
+            hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
+            probs = torch.softmax(self.score_head(hidden).float(), dim=-1)[..., 1]
+        is_tag = (enc["input_ids"] == self.step_tag_id) & enc["attention_mask"].bool()
+        return [probs[row][is_tag[row]].tolist() for row in range(len(texts))]
+
+
+def _local_checkpoint(name_or_path: str) -> Path:
+    """A local directory as is; a Hub id through the Hub cache (config, tokenizer, safetensors)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+
+
+def _load_score_head(path: Path, hidden_size: int):
+    """The checkpoint's `score.{0,2}.{weight,bias}` tensors as `Sequential(Linear, ReLU, Linear)`."""
+    import torch
+    from safetensors import safe_open
+
+    index = path / "model.safetensors.index.json"
+    if index.exists():
+        files = sorted({f for k, f in json.loads(index.read_text())["weight_map"].items() if k.startswith("score.")})
+    else:
+        files = ["model.safetensors"]
+    state = {}
+    for name in files:
+        with safe_open(str(path / name), framework="pt") as f:
+            state.update({k[len("score."):]: f.get_tensor(k) for k in f.keys() if k.startswith("score.")})  # noqa: SIM118
+    expected = {"0.weight", "0.bias", "2.weight", "2.bias"}
+    if set(state) != expected:
+        raise ValueError(f"{path}: expected score head tensors {sorted('score.' + k for k in expected)}, "
+                         f"found {sorted('score.' + k for k in state)}")
+    num_labels = state["2.weight"].shape[0]
+    head = torch.nn.Sequential(
+        torch.nn.Linear(hidden_size, hidden_size), torch.nn.ReLU(), torch.nn.Linear(hidden_size, num_labels))
+    head.load_state_dict(state)
+    return head
+
+
+class VLLMPoolingPRM:
+    """Client of a vLLM pooling server: `POST {base_url}/pooling` with the PRM chat as `messages`.
+
+    The reply's `data[i].data` is one entry per step tag, each the two class probabilities (or a
+    single positive probability); the positive one is taken. A call that still fails after
+    `retries` raises: scoring with a broken PRM would silently change the method.
+    """
+
+    def __init__(self, base_url: str, model: str, *, concurrency: int = 64, timeout_s: float = 300.0,
+                 retries: int = 3, backoff_s: float = 1.0, api_key_env: str = "SCOPE_PRM_API_KEY",
+                 extra_body: dict | None = None):
+        root = base_url.rstrip("/")
+        self.url = (root.removesuffix("/v1")) + "/pooling"
+        self.model = model
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.api_key_env = api_key_env
+        self.extra_body = dict(extra_body or {})
+        self.stats: Counter = Counter()
+
+    def score(self, questions: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
+        if len(questions) != len(steps):
+            raise ValueError(f"{len(questions)} questions but {len(steps)} step lists")
+        if not questions:
+            return []
+        return run_coroutine(self._score_all(list(questions), [list(s) for s in steps]))
+
+    async def _score_all(self, questions, steps) -> list[list[float]]:
+        import asyncio
+        import os
+
+        import httpx
+
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        gate = asyncio.Semaphore(self.concurrency)
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+
+        async def one(client, question, solution_steps):
+            if not solution_steps:
+                return []
+            body = {"model": self.model, "messages": prm_messages(question, solution_steps), **self.extra_body}
+
+            async def call():
+                async with gate:
+                    self.stats["calls"] += 1
+                    return await post_json(client, self.url, body, headers)
+
+            try:
+                reply = await with_retries(call, retries=self.retries, backoff_s=self.backoff_s, counts=self.stats)
+                return parse_pooling_reply(reply, len(solution_steps))
+            except CallError as err:
+                raise RuntimeError(f"PRM server {self.url} failed after {self.retries} retries: {err}") from None
+
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits) as client:
+            return list(await asyncio.gather(*(one(client, q, s) for q, s in zip(questions, steps))))
+
+
+def parse_pooling_reply(reply, n_steps: int) -> list[float]:
+    """Positive-class probability per step from a vLLM `/pooling` reply for one solution."""
+    try:
+        rows = reply["data"][0]["data"]
+    except (KeyError, IndexError, TypeError):
+        raise CallError("malformed", f"no data[0].data in {str(reply)[:200]}") from None
+    scores = [float(r[-1]) if isinstance(r, (list, tuple)) else float(r) for r in rows]
+    if len(scores) != n_steps:
+        raise CallError("malformed", f"{len(scores)} step scores for {n_steps} steps (is the server a STEP-pooling PRM?)")
+    return scores

@@ -1,0 +1,232 @@
+"""The refiner as an async client of any OpenAI-compatible chat server (DeepSeek-R1 behind an API,
+or a vLLM/SGLang server of Qwen2.5-32B-Instruct).
+
+Why async: a training step sends one request per rectified group (up to a few hundred). They are all
+put in flight at once under a concurrency bound, so a step waits for its slowest call, not for the
+sum of all calls. Failures never raise: each comes back as `RefineResult(None, error=kind)` and is
+counted, so a flaky endpoint costs rectifications, not the run.
+
+Error kinds: "timeout", "connection", "http_429", "http_5xx", "http_4xx", "malformed", "empty",
+"length" (the reply hit `max_tokens`). The first four are retried with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import re
+import threading
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from scope_bench.core.interfaces import RefineRequest, RefineResult
+
+RETRYABLE = frozenset({"timeout", "connection", "http_429", "http_5xx"})
+
+# The paper's continuation-only instruction (Fig. 8): problem, verified prefix as context only,
+# the ground-truth answer, and the demand to write only what follows, ending in one \boxed{}.
+REFINE_INSTRUCTION = """You are given a math problem, the beginning of a solution to it, and the correct final answer.
+
+## Problem
+{question}
+
+## Beginning of the solution (verified correct; context only, do not repeat it)
+{prefix}
+
+## Correct final answer
+{ground_truth}
+
+Continue the solution from exactly where the beginning above stops. Output only the continuation: \
+do not restate the problem and do not repeat or rewrite any part of the beginning. Reason step by \
+step, separate steps with a blank line, and end with exactly one \\boxed{{}} that contains the final answer."""
+
+EMPTY_PREFIX = "(empty: write the whole solution from the first step)"
+
+_THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL)
+
+
+def refine_messages(request: RefineRequest) -> list[dict]:
+    """Chat messages for one continuation request (a single user turn, as DeepSeek-R1 recommends)."""
+    prefix = request.prefix if request.prefix.strip() else EMPTY_PREFIX
+    content = REFINE_INSTRUCTION.format(question=request.question.strip(), prefix=prefix, ground_truth=request.ground_truth)
+    return [{"role": "user", "content": content}]
+
+
+def strip_reasoning(text: str) -> str:
+    """Drop a DeepSeek-R1 `<think>...</think>` block; an unopened `</think>` (the template opened
+    it in the prompt) drops everything before it."""
+    text = _THINK_BLOCK.sub("", text)
+    if "</think>" in text:
+        text = text.rsplit("</think>", 1)[1]
+    return text.strip()
+
+
+class CallError(Exception):
+    """A failed HTTP call, with its error kind (see the module docstring)."""
+
+    def __init__(self, kind: str, detail: str = ""):
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+def run_coroutine(coro: Awaitable):
+    """Run `coro` to completion from sync code, even when the caller already runs an event loop
+    (Ray async actors, notebooks): then it runs on a private loop in a helper thread."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["value"] = asyncio.run(coro)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join()
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+async def post_json(client, url: str, body: dict, headers: dict | None = None) -> dict:
+    """One POST; raises `CallError` with a kind for every way it can fail."""
+    import httpx
+
+    try:
+        response = await client.post(url, json=body, headers=headers)
+    except httpx.TimeoutException as err:
+        raise CallError("timeout", str(err)) from None
+    except httpx.HTTPError as err:
+        raise CallError("connection", f"{type(err).__name__}: {err}") from None
+    if response.status_code == 429:
+        raise CallError("http_429", response.text[:200])
+    if response.status_code >= 500:
+        raise CallError("http_5xx", f"{response.status_code} {response.text[:200]}")
+    if response.status_code >= 400:
+        raise CallError("http_4xx", f"{response.status_code} {response.text[:200]}")
+    try:
+        return response.json()
+    except (json.JSONDecodeError, ValueError):
+        raise CallError("malformed", f"not JSON: {response.text[:200]!r}") from None
+
+
+async def with_retries(call: Callable[[], Awaitable], *, retries: int, backoff_s: float, counts: Counter):
+    """Await `call()`, retrying retryable kinds up to `retries` times with jittered exponential
+    backoff (`backoff_s * 2**attempt`, capped at 30 s)."""
+    for attempt in range(retries + 1):
+        try:
+            return await call()
+        except CallError as err:
+            if err.kind not in RETRYABLE or attempt == retries:
+                raise
+            counts["retries"] += 1
+            delay = min(30.0, backoff_s * 2**attempt)
+            await asyncio.sleep(delay * (0.5 + random.random() / 2))
+
+
+class OpenAIRefiner:
+    """`Refiner` over `POST {base_url}/chat/completions`, greedy (temperature 0) by default.
+
+    `stats` accumulates over the refiner's life: calls, ok, retries, and `error/<kind>` counts;
+    `last_stats` holds the same for the latest `refine` call (what a training step logs).
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "SCOPE_REFINER_API_KEY",
+        concurrency: int = 32,
+        timeout_s: float = 600.0,
+        retries: int = 3,
+        backoff_s: float = 1.0,
+        max_tokens: int = 4096,
+        temperature: float = 0.0,
+        extra_body: dict | None = None,
+    ):
+        if concurrency < 1:
+            raise ValueError(f"refiner concurrency must be >= 1, got {concurrency}")
+        if timeout_s <= 0:
+            raise ValueError(f"refiner timeout_s must be positive, got {timeout_s}")
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.api_key_env = api_key_env
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+        self.retries = retries
+        self.backoff_s = backoff_s
+        self.max_tokens = max_tokens
+        self.temperature = temperature
+        self.extra_body = dict(extra_body or {})
+        self.stats: Counter = Counter()
+        self.last_stats: Counter = Counter()
+
+    def refine(self, requests: Sequence[RefineRequest]) -> list[RefineResult]:
+        """All requests in flight at once (at most `concurrency` open); results in input order."""
+        counts: Counter = Counter()
+        results = run_coroutine(self._refine_all(list(requests), counts)) if requests else []
+        self.last_stats = counts
+        self.stats.update(counts)
+        return results
+
+    def _headers(self) -> dict:
+        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    async def _refine_all(self, requests: list[RefineRequest], counts: Counter) -> list[RefineResult]:
+        import httpx
+
+        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
+        gate = asyncio.Semaphore(self.concurrency)
+        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits) as client:
+            return list(await asyncio.gather(*(self._refine_one(client, gate, r, counts) for r in requests)))
+
+    async def _refine_one(self, client, gate: asyncio.Semaphore, request: RefineRequest, counts: Counter):
+        body = {
+            "model": self.model,
+            "messages": refine_messages(request),
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            **self.extra_body,
+        }
+        headers = self._headers()
+
+        async def call():
+            async with gate:  # the semaphore bounds open calls; backoff sleeps do not hold a slot
+                counts["calls"] += 1
+                return await post_json(client, self.url, body, headers)
+
+        try:
+            reply = await with_retries(call, retries=self.retries, backoff_s=self.backoff_s, counts=counts)
+            suffix = parse_chat_reply(reply)
+        except CallError as err:
+            counts[f"error/{err.kind}"] += 1
+            return RefineResult(None, error=err.kind)
+        counts["ok"] += 1
+        return RefineResult(suffix)
+
+
+def parse_chat_reply(reply: Any) -> str:
+    """The continuation text of a chat-completions reply, reasoning removed; `CallError` if unusable."""
+    try:
+        choice = reply["choices"][0]
+        content = choice["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        raise CallError("malformed", f"no choices[0].message.content in {str(reply)[:200]}") from None
+    if content is not None and not isinstance(content, str):
+        raise CallError("malformed", f"content is {type(content).__name__}")
+    if choice.get("finish_reason") == "length":
+        raise CallError("length", "reply stopped at max_tokens")
+    text = strip_reasoning(content or "")
+    if not text:
+        raise CallError("empty", "reply has no text after removing reasoning")
+    return text
+

@@ -1,0 +1,144 @@
+"""The verl run config: hydra composes verl's `ppo_trainer` (from `pkg://verl.trainer.config`) under
+`config/scope_trainer.yaml` (the paper's setup), and the method blocks come from the same
+`trainers/base.yaml` + `trainers/<method>.yaml` the local trainer reads.
+
+Overrides are hydra-style `key=value`: keys under a method block (`scope.tau=0.6`, `loss.lam=0.5`,
+`refiner.url=...`) go to the method blocks, every other key to verl (`trainer.nnodes=2`,
+`actor_rollout_ref.actor.optim.lr=5e-7`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Sequence
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from scope_bench.paths import TRAINERS_DIR
+
+CONFIG_DIR = Path(__file__).resolve().parent / "config"
+CONFIG_NAME = "scope_trainer"
+METHOD_BLOCKS = ("method", "stage", "seed", "scope", "loss", "prm_reward", "prm", "refiner", "metrics")
+VERL_METHODS = ("grpo", "scope", "replace", "prm-reward")
+LOSS_MODULE = "scope_bench.engines.verl.loss"
+# keys only the verl engine reads, added to the method blocks (the local trainer ignores them)
+VERL_EXTRAS = {
+    "prm": {"url": None, "concurrency": 64, "timeout_s": 300.0},
+    "refiner": {"concurrency": 32, "retries": 3},
+}
+
+
+def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
+    """`(method-block overrides, verl overrides)`; each item must be `key=value`."""
+    method, verl = [], []
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key = item.lstrip("+~").split("=", 1)[0]
+        (method if key.split(".", 1)[0] in METHOD_BLOCKS else verl).append(item)
+    return method, verl
+
+
+def method_blocks(method: str, overrides: Sequence[str] = (), trainers_dir: str | Path = TRAINERS_DIR) -> DictConfig:
+    """The method blocks of `trainers/base.yaml` + `trainers/<method>.yaml` + overrides."""
+    trainers_dir = Path(trainers_dir)
+    if method not in VERL_METHODS:
+        raise ValueError(f"method {method!r} is not available with --backend verl; choose from "
+                         f"{', '.join(VERL_METHODS)} (sft runs with the local trainer or verl's sft_trainer)")
+    blocks = []
+    for path in (trainers_dir / "base.yaml", trainers_dir / f"{method}.yaml"):
+        if not path.exists():
+            raise FileNotFoundError(f"method config {path} not found")
+        loaded = OmegaConf.load(path)  # other blocks (model, data, train, ...) are the local trainer's
+        blocks.append(OmegaConf.masked_copy(loaded, [k for k in METHOD_BLOCKS if k in loaded]))
+    cfg = OmegaConf.merge(OmegaConf.create(VERL_EXTRAS), *blocks)
+    OmegaConf.set_struct(cfg, True)
+    try:
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        raise ValueError(f"bad method override {key!r} (not in trainers/base.yaml, or a wrong type): "
+                         f"{str(err).splitlines()[0]}") from None
+    return cfg
+
+
+def compose_config(method: str, overrides: Sequence[str] = (), *, trainers_dir: str | Path = TRAINERS_DIR,
+                   run_dir: str | Path | None = None) -> DictConfig:
+    """The full, validated verl config of `method` (not yet resolved: verl resolves it itself)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    method_overrides, verl_overrides = split_overrides(overrides)
+    blocks = method_blocks(method, method_overrides, trainers_dir)
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
+            cfg = compose(CONFIG_NAME, overrides=list(verl_overrides))
+    except Exception as err:  # noqa: BLE001 - hydra raises several types for bad overrides
+        raise ValueError(f"cannot compose the verl config: {err}") from None
+    finally:
+        GlobalHydra.instance().clear()
+    with open_dict(cfg):
+        for key in METHOD_BLOCKS:
+            cfg[key] = blocks[key]
+        _derive(cfg, run_dir)
+    validate(cfg)
+    return cfg
+
+
+def _derive(cfg: DictConfig, run_dir) -> None:
+    """Settings that follow from the method blocks, unless the user set them."""
+    name = f"{cfg.method}-seed{cfg.seed}"
+    if cfg.trainer.experiment_name is None:
+        cfg.trainer.experiment_name = name
+    run_dir = Path(run_dir or Path("runs") / "train" / name).resolve()
+    cfg.run_dir = str(run_dir)
+    if cfg.trainer.default_local_dir.startswith("checkpoints/"):  # verl's default, relative to the cwd
+        cfg.trainer.default_local_dir = str(run_dir / "checkpoints")
+    if cfg.reward.custom_reward_function.path is None:
+        cfg.reward.custom_reward_function.path = importlib.util.find_spec("scope_bench.grading.verl_reward").origin
+    actor = cfg.actor_rollout_ref.actor
+    actor.clip_ratio = actor.clip_ratio_low = actor.clip_ratio_high = cfg.loss.clip_eps  # verl's own metrics
+    cfg.data.seed = cfg.seed
+    actor.data_loader_seed = cfg.seed
+    env = cfg.ray_kwargs.ray_init.runtime_env
+    env.env_vars = OmegaConf.merge(env.get("env_vars") or {}, {"VERL_USE_EXTERNAL_MODULES": LOSS_MODULE})
+
+
+def validate(cfg: DictConfig) -> None:
+    """Checks that name the offending key; verl validates the rest when the run starts."""
+    from scope_bench.core.config import LossConfig, ScopeConfig, from_dict
+
+    from_dict(LossConfig, OmegaConf.to_container(cfg.loss), "loss")
+    from_dict(ScopeConfig, OmegaConf.to_container(cfg.scope), "scope")
+    if cfg.stage not in ("none", "scope", "prm_reward"):
+        raise ValueError(f"stage must be none, scope or prm_reward, got {cfg.stage!r}")
+    if cfg.trainer.use_v1:
+        raise ValueError("trainer.use_v1=true is not supported: the SCOPE stage plugs into RayPPOTrainer "
+                         "(trainer.use_v1=false)")
+    if cfg.algorithm.adv_estimator != "grpo":
+        raise ValueError(f"algorithm.adv_estimator must be grpo (group advantages after the stage), "
+                         f"got {cfg.algorithm.adv_estimator!r}")
+    if cfg.algorithm.rollout_correction.get("bypass_mode", False):
+        raise ValueError("algorithm.rollout_correction.bypass_mode must be false: refiner tokens were not "
+                         "sampled by the policy, old log-probs are recomputed after the stage")
+    if cfg.actor_rollout_ref.actor.policy_loss.loss_mode != "scope_hybrid":
+        raise ValueError("actor_rollout_ref.actor.policy_loss.loss_mode must be scope_hybrid (eq. 6; "
+                         f"GRPO is its all-zero-mask case), got {cfg.actor_rollout_ref.actor.policy_loss.loss_mode!r}")
+    needs_prm = cfg.stage == "prm_reward" or (cfg.stage == "scope" and cfg.scope.prefix_source == "prm")
+    if needs_prm and cfg.prm.kind not in ("vllm", "qwen"):
+        raise ValueError(f"method {cfg.method} needs a PRM: --prm-url URL (vLLM pooling server) or --prm PATH "
+                         f"(in-process); prm.kind is {cfg.prm.kind!r}")
+    if cfg.prm.kind == "vllm" and not cfg.prm.url:
+        raise ValueError("prm.kind=vllm needs prm.url")
+    if cfg.prm.kind == "qwen" and not cfg.prm.path:
+        raise ValueError("prm.kind=qwen needs prm.path")
+    if cfg.stage == "scope" and (cfg.refiner.kind != "openai" or not cfg.refiner.url or not cfg.refiner.model):
+        raise ValueError(f"method {cfg.method} needs a refiner: --refiner-url URL --refiner-model NAME "
+                         "(an OpenAI-compatible endpoint)")
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg)

@@ -1,0 +1,114 @@
+"""`scope-bench train --backend verl`: compose the verl config of a method and run it on Ray.
+
+    scope-bench data prepare --preset math-l3to5 --out data/math_l3to5      # once
+    scope-bench train --backend verl --method scope --model Qwen/Qwen2.5-Math-7B \\
+        --data data/math_l3to5/train.parquet --val-data data/math500/test.parquet \\
+        --prm-url http://prm-host:8000 --refiner deepseek-reasoner --refiner-url https://api.deepseek.com/v1 \\
+        --refiner-key-env DEEPSEEK_API_KEY --nnodes 1 --gpus-per-node 8 trainer.logger=[console,wandb]
+
+Starts a local Ray cluster, or joins one with `--ray-address` (or `RAY_ADDRESS`). This module imports
+verl and Ray only inside `run`, so the command line stays light.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+
+def add_arguments(parser) -> None:
+    """The verl-only flags of `scope-bench train` (flags the parser already has are left alone)."""
+    add = _adder(parser.add_argument_group("verl backend"), set(parser._option_string_actions))
+    add("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else start a local one)")
+    add("--nnodes", type=int, help="nodes (trainer.nnodes, default 1)")
+    add("--gpus-per-node", type=int, help="GPUs per node (trainer.n_gpus_per_node, default 8)")
+    add("--prm-url", help="vLLM pooling server of the PRM (vllm serve ... --runner pooling); --prm names "
+                          "the served model (default Qwen/Qwen2.5-Math-PRM-7B)")
+    add("--prm-device", help="device of an in-process PRM (--prm PATH without --prm-url), default cuda")
+    add("--refiner-concurrency", type=int, help="refiner calls in flight at once (default 32)")
+    add("--epochs", type=int, help="training epochs (trainer.total_epochs, default 10)")
+    add("--logger", help="comma-separated verl loggers: console, wandb, tensorboard, file (default console)")
+
+
+def _adder(group, have: set):
+    def add(flag, **kwargs):
+        if flag not in have:
+            group.add_argument(flag, **kwargs)
+
+    return add
+
+
+def verl_overrides(args) -> list[str]:
+    """The command-line flags as config overrides; explicit KEY=VALUE overrides come last and win."""
+    get = lambda name: getattr(args, name, None)
+    out = []
+    if get("model"):
+        out.append(f"actor_rollout_ref.model.path={args.model}")
+    if get("data"):
+        train = _parquet(args.data, "--data")
+        val = _parquet(get("val_data"), "--val-data") if get("val_data") else None
+        out += [f"data.train_files={train}", f"data.val_files={val or train}"]
+        if val is None:  # no validation set: verl still builds one, but never runs it
+            out += ["trainer.val_before_train=false", "trainer.test_freq=-1"]
+    flags = {"seed": get("seed"), "trainer.nnodes": get("nnodes"), "trainer.n_gpus_per_node": get("gpus_per_node"),
+             "trainer.total_training_steps": get("steps"), "trainer.total_epochs": get("epochs"),
+             "refiner.concurrency": get("refiner_concurrency"), "prm.device": get("prm_device")}
+    out += [f"{k}={v}" for k, v in flags.items() if v is not None]
+    if get("logger"):
+        out.append(f"trainer.logger=[{','.join(x.strip() for x in args.logger.split(','))}]")
+    if get("prm_url"):
+        out += ["prm.kind=vllm", f"prm.url={args.prm_url}"] + ([f"prm.path={args.prm}"] if get("prm") else [])
+    elif get("prm"):
+        out += ["prm.kind=qwen", f"prm.path={args.prm}"]
+    if get("refiner_url") or get("refiner"):
+        out += ["refiner.kind=openai", f"refiner.url={get('refiner_url')}", f"refiner.model={get('refiner')}"]
+    if get("refiner_key_env"):
+        out.append(f"refiner.api_key_env={args.refiner_key_env}")
+    out.append(f"trainer.resume_mode={'auto' if get('resume') else 'disable'}")
+    return out + list(get("set_overrides") or []) + list(get("overrides") or [])
+
+
+def _parquet(path: str, flag: str) -> str:
+    if not path.endswith(".parquet"):
+        raise ValueError(f"{flag} {path}: the verl backend reads verl-format parquet; convert it with "
+                         "`scope-bench data prepare --dataset ... --out DIR`")
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{flag} {path} not found")
+    return str(Path(path).resolve())
+
+
+def run(args) -> int:
+    from omegaconf import open_dict
+
+    from scope_bench.engines.verl.config import LOSS_MODULE, compose_config, to_yaml
+
+    cfg = compose_config(args.method, verl_overrides(args), run_dir=getattr(args, "run_dir", None))
+    if getattr(args, "print_config", False):
+        sys.stdout.write(to_yaml(cfg))
+        return 0
+    if not getattr(args, "data", None) and "???" in str(cfg.data.train_files):
+        raise ValueError("--data is required with --backend verl (a parquet from `scope-bench data prepare`)")
+
+    os.environ.setdefault("VERL_USE_EXTERNAL_MODULES", LOSS_MODULE)  # the driver registers the loss too
+    from scope_bench.engines.verl.trainer import ScopeTaskRunner
+    from verl.trainer import main_ppo
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+    from verl.utils.device import auto_set_device
+
+    address = getattr(args, "ray_address", None)
+    if address:
+        with open_dict(cfg):
+            cfg.ray_kwargs.ray_init.address = address
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    auto_set_device(cfg)
+    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+    runner = ScopeTaskRunner
+    if cfg.prm.kind == "qwen" and str(cfg.prm.device or "cuda").startswith("cuda"):
+        runner = ScopeTaskRunner.options(num_gpus=1)  # the in-process PRM lives in the task runner
+    main_ppo.run_ppo(cfg, task_runner_class=runner)
+    print(f"run written to {run_dir} (config.yaml, metrics.jsonl, checkpoints/)")
+    return 0

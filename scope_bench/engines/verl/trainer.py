@@ -1,0 +1,143 @@
+"""SCOPE as a verl recipe: a `RayPPOTrainer` subclass and the Ray task runner that starts it.
+
+Why `RayPPOTrainer` (`trainer.use_v1=false`) and not verl's default TransferQueue trainer: in
+`RayPPOTrainer.fit` the batch is one `DataProto` on the driver between reward and old-log-prob
+computation, so the stage can rewrite rows in place with verl's own tensors and be tested on CPU with
+real verl objects; the v1 trainer keeps rows in a TransferQueue store (an extra service, padding-free
+nested tensors) that is not importable on CPU CI. `RayPPOTrainer` is marked deprecated in 0.9.1, so
+the project pins `verl==0.9.1`.
+
+Three overrides, nothing forked:
+- `init_workers`: installs `scope_actor_loss` (eq. 6 with the off-policy mask) on the actor workers,
+  as verl installs its critic loss, and builds the stage (PRM and refiner clients) on the driver.
+- `_compute_old_log_prob`: runs first in the step after the rewards, so the stage runs here, before
+  old log-probs (recomputed on the rewritten rows; never bypass mode) and GRPO advantages.
+- `_update_actor`: adds the stage's metrics to the actor's, which verl logs through its tracking
+  (console, wandb, tensorboard, file) under the local trainer's names; they are also appended to
+  `<run_dir>/metrics.jsonl`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import partial
+from pathlib import Path
+
+import ray
+import torch
+
+from scope_bench.engines.verl.loss import scope_actor_loss
+from verl.trainer.main_ppo_v0 import TaskRunner
+from verl.trainer.ppo.ray_trainer import RayPPOTrainer
+
+_VAL_REWARD = re.compile(r"^val-core/[^/]+/reward/mean@\d+$")
+
+
+class ScopeRayPPOTrainer(RayPPOTrainer):
+    def init_workers(self):
+        super().init_workers()
+        from omegaconf import OmegaConf
+
+        from scope_bench.core.config import LossConfig, from_dict
+        from verl.utils.config import omega_conf_to_dataclass
+
+        loss_cfg = from_dict(LossConfig, OmegaConf.to_container(self.config.loss, resolve=True), "loss")
+        actor_cfg = omega_conf_to_dataclass(self.config.actor_rollout_ref.actor)
+        self.actor_rollout_wg.set_loss_fn(partial(scope_actor_loss, config=actor_cfg, loss_config=loss_cfg))
+        self.method_stage = build_stage(self.config, self.tokenizer)
+        self._stage_metrics: dict = {}
+        self._metrics_path = Path(self.config.run_dir) / "metrics.jsonl"
+
+    def _compute_old_log_prob(self, batch):
+        self._stage_metrics = self.method_stage(batch)  # rewrites rows / rewards of `batch` in place
+        old_log_prob, mfu = super()._compute_old_log_prob(batch)
+        entropy, mask = old_log_prob.batch["entropys"], batch.batch["response_mask"]
+        self._stage_metrics["entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1))
+        return old_log_prob, mfu
+
+    def _update_actor(self, batch):
+        output = super()._update_actor(batch)
+        metrics = output.meta_info["metrics"]
+        row = {"step": self.global_steps, "method": self.config.method, "seed": self.config.seed,
+               **self._stage_metrics, "loss": metrics.get("actor/pg_loss"), "lr": metrics.get("actor/lr")}
+        metrics.update({k: v for k, v in self._stage_metrics.items() if v is not None})
+        self._append(row)
+        self._stage_metrics = {}
+        return output
+
+    def _validate(self, merged: bool = False):
+        metrics = super()._validate(merged=merged)
+        rewards = [v for k, v in metrics.items() if _VAL_REWARD.match(k)]
+        if rewards:
+            self._append({"step": self.global_steps, "method": self.config.method, "seed": self.config.seed,
+                          "val_accuracy": float(sum(rewards) / len(rewards))})
+        return metrics
+
+    def _append(self, row: dict) -> None:
+        self._metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._metrics_path.open("a") as f:
+            f.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
+
+
+def _plain(value):
+    """A JSON value: tensors and numpy scalars as floats, per-micro-batch lists as their mean."""
+    if isinstance(value, (list, tuple)):
+        return sum(_plain(v) for v in value) / len(value) if value else None
+    if isinstance(value, torch.Tensor):
+        return value.float().mean().item()
+    return float(value) if hasattr(value, "dtype") else value
+
+
+def build_stage(config, tokenizer):
+    """The method stage of `config` with its PRM and refiner clients."""
+    from omegaconf import OmegaConf
+
+    from scope_bench.engines.local.components import GuardedRefiner
+    from scope_bench.engines.verl.stage import MethodStage
+    from scope_bench.grading import math_reward
+
+    prm = build_prm(config.prm)
+    refiner = None
+    if config.stage == "scope":
+        from scope_bench.engines.refiner import OpenAIRefiner
+
+        r = config.refiner
+        refiner = GuardedRefiner(OpenAIRefiner(
+            r.url, r.model, api_key_env=r.api_key_env, concurrency=r.concurrency, timeout_s=r.timeout_s,
+            retries=r.retries, max_tokens=r.max_tokens))
+    return MethodStage(
+        stage=config.stage, tokenizer=tokenizer, verify=lambda text, gt: float(math_reward(text, gt)),
+        scope=OmegaConf.to_container(config.scope, resolve=True), prm=prm, refiner=refiner,
+        prm_reward=OmegaConf.to_container(config.prm_reward, resolve=True), near_miss=config.metrics.near_miss)
+
+
+def build_prm(prm_cfg):
+    """vLLM pooling client (`kind: vllm`), in-process Qwen2.5-Math-PRM (`kind: qwen`), or none."""
+    if prm_cfg.kind == "vllm":
+        from scope_bench.engines.prm import VLLMPoolingPRM
+
+        return VLLMPoolingPRM(prm_cfg.url, prm_cfg.path or "Qwen/Qwen2.5-Math-PRM-7B",
+                              concurrency=prm_cfg.concurrency, timeout_s=prm_cfg.timeout_s)
+    if prm_cfg.kind == "qwen":
+        from scope_bench.engines.prm import QwenMathPRM
+
+        return QwenMathPRM(prm_cfg.path, device=prm_cfg.device or "cuda")
+    return None
+
+
+class _ScopeTaskRunner(TaskRunner.__ray_actor_class__):
+    """verl's task runner, building `ScopeRayPPOTrainer` instead of `RayPPOTrainer`.
+
+    The task runner is a Ray actor process of its own; swapping the trainer class in its copy of
+    `main_ppo_v0` reuses verl's whole setup (workers, datasets, resource pools) without copying it.
+    """
+
+    def run(self, config):
+        from verl.trainer import main_ppo_v0
+
+        main_ppo_v0.RayPPOTrainer = ScopeRayPPOTrainer
+        return super().run(config)
+
+
+ScopeTaskRunner = ray.remote(num_cpus=1)(_ScopeTaskRunner)
