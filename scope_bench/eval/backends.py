@@ -1,0 +1,297 @@
+"""Generation backends behind one interface: `generate(requests) -> list[list[Generation]]`.
+
+Every request carries its own seed, and every backend makes sample `j` of a request depend only on
+(prompt, seed, j) and not on what else is in the batch, so a resumed evaluation draws exactly what an
+uninterrupted one would have drawn. vLLM and the OpenAI-compatible server take one seed per request
+and return its `n` samples; the transformers backend seeds one generator per sample.
+
+Heavy libraries (torch, transformers, vllm) are imported inside the backends, never at module top.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Protocol
+
+from scope_bench.eval.tasks import Sampling
+
+Prompt = str | list[dict[str, str]]  # a raw prompt, or chat messages
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerationRequest:
+    prompt: Prompt
+    sampling: Sampling  # its `n` is the number of samples wanted
+    seed: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Generation:
+    text: str
+    n_tokens: int
+    finish_reason: str  # "stop" (end of sequence) or "length" (max_tokens reached)
+
+
+class Backend(Protocol):
+    name: str
+
+    def has_chat_template(self) -> bool: ...
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]: ...
+
+
+def derive_seed(*parts: Any) -> int:
+    """A stable 31-bit seed from any parts (Python's hash() changes between processes)."""
+    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
+    """Token ids of a prompt; chat messages go through the tokenizer's chat template."""
+    if isinstance(prompt, str):
+        return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the checkpoint's tokenizer has no chat template; use --prompt-format raw")
+    text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
+    ids: set[int] = set()
+    for value in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if value is not None:
+            ids.update(value if isinstance(value, list) else [value])
+    return ids
+
+
+# ---------------------------------------------------------------- Hugging Face transformers
+
+class HFBackend:
+    """Batched sampling with a KV cache on CPU or GPU, prompts left-padded.
+
+    The decoding loop is written out (rather than `model.generate`) so that each sample draws from
+    its own seeded generator: results do not depend on batch composition, which resuming needs.
+    """
+
+    name = "hf"
+
+    def __init__(self, ckpt: str, *, batch_size: int = 32, device: str | None = None,
+                 dtype: str = "auto", gguf_file: str | None = None, model: Any = None,
+                 tokenizer: Any = None):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.batch_size = batch_size
+        if dtype == "auto":
+            dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
+        extra = {"gguf_file": gguf_file} if gguf_file else {}
+        try:
+            self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(ckpt, **extra)
+            self.model = model or AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype),
+                                                                       **extra)
+        except (OSError, ValueError) as err:
+            raise FileNotFoundError(f"checkpoint {ckpt!r} does not load with transformers: {err}") from err
+        self.model.to(self.device).eval()
+        self.stop_ids = _stop_ids(self.model, self.tokenizer)
+        pad = self.tokenizer.pad_token_id
+        self.pad_id = pad if pad is not None else min(self.stop_ids, default=0)
+
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
+        # one row per sample; rows of equal settings are batched together
+        rows = [(i, j) for i, r in enumerate(requests) for j in range(r.sampling.n)]
+        ids = [encode_prompt(self.tokenizer, r.prompt) for r in requests]
+        out: list[list[Generation | None]] = [[None] * r.sampling.n for r in requests]
+        by_setting: dict[Sampling, list[tuple[int, int]]] = {}
+        for i, j in rows:
+            by_setting.setdefault(dataclasses.replace(requests[i].sampling, n=1), []).append((i, j))
+        for sampling, group in by_setting.items():
+            group.sort(key=lambda ij: len(ids[ij[0]]))  # similar lengths pad less
+            for start in range(0, len(group), self.batch_size):
+                batch = group[start:start + self.batch_size]
+                seeds = [derive_seed(requests[i].seed, j) for i, j in batch]
+                gens = self.sample([ids[i] for i, _ in batch], seeds, sampling)
+                for (i, j), g in zip(batch, gens):
+                    out[i][j] = g
+        return out  # type: ignore[return-value]
+
+    def sample(self, prompts: list[list[int]], seeds: list[int], sampling: Sampling) -> list[Generation]:
+        """Sample one continuation per prompt, row `b` driven by a generator seeded with seeds[b]."""
+        import torch
+
+        dev = self.device
+        width = max(len(p) for p in prompts)
+        input_ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts], device=dev)
+        mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=dev)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        generators = [torch.Generator().manual_seed(s) for s in seeds]
+        stop = torch.tensor(sorted(self.stop_ids), device=dev, dtype=torch.long)
+        tokens: list[list[int]] = [[] for _ in prompts]
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=dev)
+        stopped = [False] * len(prompts)
+        past = None
+        with torch.inference_mode():
+            for _ in range(sampling.max_tokens):
+                out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=positions,
+                                 past_key_values=past, use_cache=True)
+                past = out.past_key_values
+                nxt = pick_tokens(out.logits[:, -1, :].float(), sampling, generators)
+                for b in (~done).nonzero().flatten().tolist():
+                    tokens[b].append(int(nxt[b]))
+                is_stop = torch.isin(nxt, stop) & ~done
+                for b in is_stop.nonzero().flatten().tolist():
+                    stopped[b] = True
+                done |= is_stop
+                if bool(done.all()):
+                    break
+                input_ids = nxt.masked_fill(done, self.pad_id)[:, None]
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                positions = positions[:, -1:] + 1
+        results = []
+        for toks, hit_stop in zip(tokens, stopped):
+            body = toks[:-1] if hit_stop else toks
+            text = self.tokenizer.decode(body, skip_special_tokens=True)
+            results.append(Generation(text=text, n_tokens=len(toks), finish_reason="stop" if hit_stop
+                                      else "length"))
+        return results
+
+
+def pick_tokens(logits: Any, sampling: Sampling, generators: list[Any]) -> Any:
+    """Next token per row: greedy at temperature 0, else nucleus sampling by inverse CDF on a
+    uniform drawn from that row's own generator."""
+    import torch
+
+    if sampling.temperature <= 0:
+        return logits.argmax(-1)
+    probs = torch.softmax(logits / sampling.temperature, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    if sampling.top_p < 1.0:
+        keep = sorted_probs.cumsum(-1) - sorted_probs < sampling.top_p  # always keeps the top token
+        sorted_probs = sorted_probs * keep
+    cdf = sorted_probs.cumsum(-1)
+    u = torch.tensor([torch.rand(1, generator=g).item() for g in generators], device=logits.device)
+    idx = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp(max=cdf.shape[-1] - 1)
+    return order.gather(-1, idx).squeeze(-1)
+
+
+# ---------------------------------------------------------------- vLLM
+
+class VLLMBackend:
+    """vLLM offline engine: one `LLM` for all tasks, `SamplingParams(n=k, seed=...)` per request, so
+    the k samples of a problem share one prefill. `llm` and `params_cls` can be passed in (tests)."""
+
+    name = "vllm"
+
+    def __init__(self, ckpt: str, *, tensor_parallel_size: int = 1, dtype: str = "auto",
+                 gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, seed: int = 0,
+                 llm: Any = None, params_cls: Any = None):
+        if llm is None or params_cls is None:
+            try:
+                import vllm
+            except ImportError as err:
+                raise ImportError("the vllm backend needs vLLM on a GPU machine: "
+                                  "pip install 'scope-bench[gpu]'") from err
+            params_cls = params_cls or vllm.SamplingParams
+            if llm is None:
+                kwargs = {"max_model_len": max_model_len} if max_model_len else {}
+                try:
+                    llm = vllm.LLM(model=ckpt, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+                                   gpu_memory_utilization=gpu_memory_utilization, seed=seed, **kwargs)
+                except (OSError, ValueError) as err:
+                    raise FileNotFoundError(f"checkpoint {ckpt!r} does not load with vLLM: {err}") from err
+        self.llm = llm
+        self.params_cls = params_cls
+        self.tokenizer = llm.get_tokenizer()
+
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    def build_params(self, request: GenerationRequest) -> Any:
+        s = request.sampling
+        return self.params_cls(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
+                               seed=request.seed)
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
+        prompts = [{"prompt_token_ids": encode_prompt(self.tokenizer, r.prompt)} for r in requests]
+        params = [self.build_params(r) for r in requests]
+        outputs = self.llm.generate(prompts, params, use_tqdm=True)
+        if len(outputs) != len(requests):
+            raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(requests)} prompts")
+        return [[Generation(text=c.text, n_tokens=len(c.token_ids), finish_reason=_finish(c.finish_reason))
+                 for c in out.outputs] for out in outputs]
+
+
+def _finish(reason: str | None) -> str:
+    return "length" if reason == "length" else "stop"
+
+
+# ---------------------------------------------------------------- OpenAI-compatible server
+
+class OpenAIBackend:
+    """An OpenAI-compatible server (vLLM `serve`, SGLang, ...): chat messages go to
+    /chat/completions, raw prompts to /completions; requests are sent concurrently."""
+
+    name = "openai"
+
+    def __init__(self, model: str, *, base_url: str = "http://localhost:8000/v1", api_key: str | None = None,
+                 concurrency: int = 16, timeout_s: float = 600.0):
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key = api_key or os.environ.get("OPENAI_API_KEY", "EMPTY")
+        self.concurrency = concurrency
+        self.timeout_s = timeout_s
+
+    def has_chat_template(self) -> bool:
+        return True  # the server applies its own template
+
+    def _post(self, route: str, body: dict[str, Any]) -> dict[str, Any]:
+        req = urllib.request.Request(f"{self.base_url}/{route}", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json",
+                                              "Authorization": f"Bearer {self.api_key}"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                return json.loads(resp.read())
+        except urllib.error.URLError as err:
+            raise ConnectionError(f"server {self.base_url} ({route}) failed: {err}") from err
+
+    def _one(self, r: GenerationRequest) -> list[Generation]:
+        s = r.sampling
+        body = {"model": self.model, "n": s.n, "temperature": s.temperature, "top_p": s.top_p,
+                "max_tokens": s.max_tokens, "seed": r.seed}
+        chat = not isinstance(r.prompt, str)
+        data = self._post("chat/completions" if chat else "completions",
+                          dict(body, **({"messages": r.prompt} if chat else {"prompt": r.prompt})))
+        choices = sorted(data["choices"], key=lambda c: c.get("index", 0))
+        # the server reports tokens for all n samples together; share them out evenly
+        per_sample = round((data.get("usage") or {}).get("completion_tokens", 0) / max(len(choices), 1))
+        return [Generation(text=(c["message"]["content"] if chat else c["text"]) or "", n_tokens=per_sample,
+                           finish_reason=_finish(c.get("finish_reason"))) for c in choices]
+
+    def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(self._one, requests))
+
+
+def make_backend(kind: str, ckpt: str, **kwargs: Any) -> Backend:
+    """Build a backend by name; `kwargs` go to its constructor (unknown ones are an error)."""
+    if kind == "hf":
+        gguf = kwargs.pop("gguf_file", None)
+        path = Path(ckpt)
+        if gguf is None and path.suffix == ".gguf":  # a .gguf file: load it from its folder
+            ckpt, gguf = str(path.parent), path.name
+        return HFBackend(ckpt, gguf_file=gguf, **kwargs)
+    if kind == "vllm":
+        return VLLMBackend(ckpt, **kwargs)
+    if kind == "openai":
+        return OpenAIBackend(ckpt, **kwargs)
+    raise ValueError(f"unknown backend {kind!r}: use hf, vllm or openai")

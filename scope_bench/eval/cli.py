@@ -1,0 +1,90 @@
+"""`scope-bench eval`: evaluate a checkpoint on the paper's benchmarks, or export the tasks for lm-eval.
+
+    scope-bench eval --ckpt Qwen/Qwen2.5-Math-7B --tasks all --backend vllm --tp 2
+    scope-bench eval --ckpt runs/train/scope-seed0/final --tasks math-id --data-dir ../shared/data/benchmarks
+    scope-bench eval --export-lm-eval lm_eval_tasks/     # then: lm_eval --include_path lm_eval_tasks ...
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+def _data_override(text: str) -> tuple[str, str]:
+    task, sep, path = text.partition("=")
+    if not sep or not task or not path:
+        raise argparse.ArgumentTypeError(f"--data takes TASK=PATH, got {text!r}")
+    return task, path
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("eval", help="evaluate a checkpoint on the benchmarks (tasks/*.yaml)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", help="model folder, Hub id, .gguf file, or the served model name (openai)")
+    p.add_argument("--tasks", default="all", help="comma-separated tasks and groups (math-id, ood, all)")
+    p.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"])
+    p.add_argument("--out", help="run folder (default runs/eval/<label>)")
+    p.add_argument("--label", help="name of the model in reports (default: the checkpoint folder name)")
+    p.add_argument("--data-dir", help="read benchmarks from local files under this folder (tasks' `local:`)")
+    p.add_argument("--data", action="append", type=_data_override, default=[], metavar="TASK=PATH",
+                   help="read one task from this file (jsonl, json, parquet, save_to_disk folder)")
+    p.add_argument("--limit", type=int, help="evaluate only the first N problems of each task")
+    p.add_argument("--n", type=int, help="samples per problem for every task (default: the task's)")
+    p.add_argument("--max-tokens", type=int, help="override max new tokens")
+    p.add_argument("--temperature", type=float, help="override sampling temperature")
+    p.add_argument("--top-p", type=float, help="override nucleus top_p")
+    p.add_argument("--seed", type=int, default=0, help="base seed; each problem's seed derives from it")
+    p.add_argument("--prompt-format", default="auto", choices=["auto", "chat", "raw"],
+                   help="chat template, or the task's raw template for base models (auto: chat if present)")
+    p.add_argument("--force", action="store_true", help="discard earlier results in the run folder")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="problems per generation call, written when done (default 64; vllm 1024)")
+    p.add_argument("--batch-size", type=int, default=32, help="hf: sequences decoded together")
+    p.add_argument("--device", help="hf: cpu, cuda, cuda:1 (default: cuda if available)")
+    p.add_argument("--dtype", default="auto", help="model dtype (auto: bf16 on GPU, fp32 on CPU)")
+    p.add_argument("--gguf-file", help="hf: a .gguf file name inside --ckpt")
+    p.add_argument("--tp", type=int, default=1, help="vllm: tensor parallel size")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm")
+    p.add_argument("--max-model-len", type=int, help="vllm: context length")
+    p.add_argument("--base-url", default="http://localhost:8000/v1", help="openai: server URL")
+    p.add_argument("--concurrency", type=int, default=16, help="openai: requests in flight")
+    p.add_argument("--grading-workers", type=int, help="processes for math grading (default: one per core)")
+    p.add_argument("--tasks-dir", help="folder of task YAMLs (default: the project's tasks/)")
+    p.add_argument("--export-lm-eval", metavar="DIR", help="write lm-evaluation-harness task YAMLs and exit")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.set_defaults(func=run)
+
+
+def _backend_kwargs(args) -> dict:
+    if args.backend == "hf":
+        return {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
+                "gguf_file": args.gguf_file}
+    if args.backend == "vllm":
+        return {"tensor_parallel_size": args.tp, "dtype": args.dtype, "seed": args.seed,
+                "gpu_memory_utilization": args.gpu_memory_utilization, "max_model_len": args.max_model_len}
+    return {"base_url": args.base_url, "concurrency": args.concurrency}
+
+
+def run(args) -> int:
+    from scope_bench.eval.lm_eval_export import export_lm_eval
+    from scope_bench.eval.runner import RESULTS_FILE, SUMMARY_FILE, evaluate, format_summary
+
+    if args.export_lm_eval:
+        written = export_lm_eval(args.export_lm_eval, args.tasks, tasks_dir=args.tasks_dir)
+        names = ",".join("scope_" + t.strip().replace("-", "_") for t in args.tasks.split(","))
+        print(f"wrote {len(written)} files to {args.export_lm_eval}; use lm_eval --include_path "
+              f"{args.export_lm_eval} --tasks {names}")
+        return 0
+    if not args.ckpt:
+        raise ValueError("--ckpt is required (or --export-lm-eval DIR)")
+    chunk = args.chunk_size or (1024 if args.backend == "vllm" else 64)
+    summary = evaluate(
+        args.ckpt, args.tasks, backend=args.backend, out_dir=args.out, label=args.label,
+        data_dir=args.data_dir, data_paths=dict(args.data), limit=args.limit, n=args.n,
+        max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
+        prompt_format=args.prompt_format, force=args.force, chunk_size=chunk,
+        grading_workers=args.grading_workers, backend_kwargs=_backend_kwargs(args), tasks_dir=args.tasks_dir)
+    print(format_summary(summary))
+    out = args.out or f"runs/eval/{summary['label']}"
+    print(f"results: {out}/{RESULTS_FILE}  summary: {out}/{SUMMARY_FILE}")
+    return 0

@@ -1,0 +1,233 @@
+"""Load a task's problems from the Hub or from local files, in one normalised form.
+
+Local formats: JSONL, JSON, parquet (plain rows or verl rows with `prompt` messages and
+`reward_model.ground_truth`), and `datasets.save_to_disk` folders. verl rows that repeat a problem
+(LUFFY repeats AIME/AMC 32 times to get Avg@32 from one sample per row) are collapsed to one problem:
+the harness draws `n` samples per problem instead.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+from scope_bench.eval.tasks import Task
+
+
+class NoLocalCopy(FileNotFoundError):
+    """The task has no `local:` entry, so it cannot run from --data-dir (the harness skips it)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    id: str
+    problem: str
+    answer: str  # math: the reference answer; choice: the gold letter
+    options: tuple[str, ...] = ()  # choice tasks whose options are not already in `problem`
+
+
+def fingerprint(problems: list[Problem]) -> str:
+    """Short hash of the problems as graded, so two runs can tell they saw the same data."""
+    blob = json.dumps([dataclasses.astuple(p) for p in problems], ensure_ascii=False).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- reading rows
+
+def _read_rows(path: Path, split: str | None) -> list[dict[str, Any]]:
+    if not path.exists():
+        raise FileNotFoundError(f"data file {path} does not exist")
+    if path.is_dir():
+        import datasets
+
+        data = datasets.load_from_disk(str(path))
+        if isinstance(data, datasets.DatasetDict):
+            if split is None or split not in data:
+                raise ValueError(f"{path}: choose a split with `split:` (has {sorted(data)}), got {split!r}")
+            data = data[split]
+        return data.to_list()
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if path.suffix == ".jsonl":
+        rows = []
+        with path.open() as f:
+            for i, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise ValueError(f"{path}:{i}: not valid JSON ({err})") from None
+        return rows
+    if path.suffix == ".json":
+        data = json.loads(path.read_text())
+        return data if isinstance(data, list) else data[split or "test"]
+    raise ValueError(f"{path}: unsupported data format (use .jsonl, .json, .parquet or a save_to_disk folder)")
+
+
+def _read_hub(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    import datasets
+
+    try:
+        data = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "test"))
+    except Exception as err:  # network, gating, a wrong id: say which dataset
+        raise FileNotFoundError(
+            f"could not load Hugging Face dataset {spec['path']!r} (config {spec.get('name')!r}, split "
+            f"{spec.get('split', 'test')!r}): {err}. Pass --data-dir or --data TASK=PATH to use local files"
+        ) from err
+    return data.to_list()
+
+
+def is_verl_row(row: dict[str, Any]) -> bool:
+    return "prompt" in row and isinstance(row.get("reward_model"), dict)
+
+
+# ---------------------------------------------------------------- normalising rows
+
+def _get(row: dict[str, Any], field: str, where: str) -> Any:
+    """Read `field` (dotted for nested dicts) from `row`, or fail naming the row and field."""
+    value: Any = row
+    for part in field.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise ValueError(f"{where}: missing field '{field}' (row has {sorted(row)})")
+        value = value[part]
+    return value
+
+
+def _text(value: Any) -> str:
+    """A field as text: chat messages give their last user turn, lists their first item, 27.0 gives 27."""
+    if isinstance(value, list) and value and isinstance(value[0], dict) and "content" in value[0]:
+        users = [m["content"] for m in value if m.get("role") == "user"]
+        return str(users[-1] if users else value[-1]["content"])
+    if isinstance(value, (list, tuple)):
+        value = value[0] if value else ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value).strip()
+
+
+def _options(value: Any) -> list[str]:
+    """Options as a list of texts: a list, or ARC's {"text": [...], "label": [...]}."""
+    if isinstance(value, dict) and "text" in value:
+        return [str(t) for t in value["text"]]
+    return [str(v) for v in value]
+
+
+def _gold_letter(value: Any, options: list[str], letters: str, where: str) -> str:
+    """The gold answer as a letter, from a letter, an index, an ARC digit label or the option's text."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return letters[value]
+    text = str(value).strip()
+    if text in letters and len(text) == 1:
+        return text
+    if text.isdigit() and 1 <= int(text) <= len(letters):  # ARC's few rows labelled 1-4
+        return letters[int(text) - 1]
+    if text in options:
+        return letters[options.index(text)]
+    raise ValueError(f"{where}: answer {value!r} is not a letter of {letters!r}, an index or an option")
+
+
+def _letter_labels(problem: str, gold: str, letters: str, where: str) -> tuple[str, str]:
+    """ARC labels a few questions' options 1-4 (LUFFY keeps them in the text): relabel them A-D, as the
+    Hub loader does, so that every choice task is graded on letters."""
+    relabelled, count = re.subn(r"(?m)^([1-9])\) ", lambda m: f"{letters[int(m.group(1)) - 1]}) ", problem)
+    if count == 0 or int(gold) > count:
+        raise ValueError(f"{where}: gold answer {gold!r} is not a letter and the options are not numbered")
+    return relabelled, letters[int(gold) - 1]
+
+
+def _problem_from_row(task: Task, row: dict, fields: dict, index: int, where: str, verl: bool) -> Problem:
+    if verl:
+        problem = _text(row["prompt"])
+        answer = _text(row["reward_model"].get("ground_truth"))
+        extra = row.get("extra_info") or {}
+        pid = str(extra.get("index", index)) if isinstance(extra, dict) else str(index)
+        if task.answer_kind == "choice" and answer.isdigit():
+            problem, answer = _letter_labels(problem, answer, task.letters, where)
+        return Problem(id=pid, problem=problem, answer=answer)
+    problem = _text(_get(row, fields["problem"], where))
+    pid = str(_get(row, fields["id"], where)) if "id" in fields else str(index)
+    if task.answer_kind == "math":
+        return Problem(id=pid, problem=problem, answer=_text(_get(row, fields["answer"], where)))
+    options: list[str] = []
+    if "incorrect" in fields:  # GPQA: correct + incorrect answers, shuffled with a fixed seed
+        correct = str(_get(row, fields["answer"], where)).strip()
+        options = [correct] + [str(_get(row, f, where)).strip() for f in fields["incorrect"]]
+        rng = random.Random(f"{task.shuffle_seed or 0}:{pid}")
+        rng.shuffle(options)
+        gold = task.letters[options.index(correct)]
+    else:
+        if "choices" in fields:
+            options = _options(_get(row, fields["choices"], where))
+        gold = _gold_letter(_get(row, fields["answer"], where), options, task.letters, where)
+    if len(options) > len(task.letters):
+        raise ValueError(f"{where}: {len(options)} options but only letters {task.letters!r}")
+    return Problem(id=pid, problem=problem, answer=gold, options=tuple(options))
+
+
+def problems_from_rows(task: Task, rows: list[dict], source: dict | None, origin: str) -> list[Problem]:
+    """Normalise rows; verl rows are filtered by `data_source` and de-duplicated."""
+    fields = task.fields_for(source)
+    wanted_source = (source or {}).get("data_source")
+    problems: list[Problem] = []
+    seen: set[tuple[str, str]] = set()
+    for i, row in enumerate(rows):
+        verl = is_verl_row(row)
+        if verl and wanted_source is not None and row.get("data_source") != wanted_source:
+            continue
+        p = _problem_from_row(task, row, fields, i, f"{origin} row {i}", verl)
+        if verl:
+            if (p.problem, p.answer) in seen:  # a repeated copy of the same problem
+                continue
+            seen.add((p.problem, p.answer))
+        problems.append(p)
+    if not problems:
+        raise ValueError(f"{origin}: no rows for task '{task.name}'"
+                         + (f" with data_source '{wanted_source}'" if wanted_source else ""))
+    ids = [p.id for p in problems]
+    if len(set(ids)) != len(ids):  # ids must key results; fall back to positions
+        problems = [dataclasses.replace(p, id=str(i)) for i, p in enumerate(problems)]
+    return problems
+
+
+def load_problems(task: Task, data_dir: str | Path | None = None,
+                  path: str | Path | None = None) -> tuple[list[Problem], str]:
+    """Problems of `task` and a description of where they came from.
+
+    `path` (a per-task override) wins; then `data_dir` with the task's `local:` entry; then the Hub.
+    With `data_dir` set and no local entry the task cannot run offline: FileNotFoundError.
+    """
+    if path is not None:
+        source = dict(task.local or {}, path=str(path))  # keeps split/data_source filters
+        rows, origin = _read_rows(Path(path), source.get("split")), str(path)
+    elif data_dir is not None:
+        if not task.local:
+            raise NoLocalCopy(f"task '{task.name}' has no local copy under --data-dir (Hub only: "
+                                    f"{(task.hub or {}).get('path')}); pass --data {task.name}=PATH to run it")
+        source = task.local
+        file = Path(data_dir) / source["path"]
+        rows, origin = _read_rows(file, source.get("split")), str(file)
+    else:
+        source = task.hub
+        if not source:
+            raise FileNotFoundError(f"task '{task.name}' has no Hub source; pass --data-dir")
+        rows, origin = _read_hub(source), f"hf:{source['path']}"
+    return problems_from_rows(task, rows, source, origin), origin
+
+
+def render_prompt(task: Task, problem: Problem, fmt: str) -> str | list[dict[str, str]]:
+    """The prompt for one problem: chat messages (`fmt="chat"`) or one raw string (`fmt="raw"`)."""
+    options = "".join(f"\n{task.letters[i]}) {o}" for i, o in enumerate(problem.options))
+    options = f"\n{options}" if options else ""
+    values = {"problem": problem.problem, "options": options}
+    if fmt == "raw":
+        template = task.prompt.raw or task.prompt.user
+        return template.format(**values)
+    messages = [{"role": "system", "content": task.prompt.system}] if task.prompt.system else []
+    return messages + [{"role": "user", "content": task.prompt.user.format(**values)}]

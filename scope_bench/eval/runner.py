@@ -1,0 +1,238 @@
+"""`evaluate`: generate, grade and store every sample of the chosen tasks, then write the summary.
+
+Flow per task: load problems -> skip those already complete in results.jsonl -> for each chunk of
+problems, generate all their samples in one backend call, grade them, append them -> score from the
+store. The model is loaded only if something is left to generate.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from scope_bench.eval.backends import Backend, GenerationRequest, derive_seed, make_backend
+from scope_bench.eval.data import NoLocalCopy, Problem, fingerprint, load_problems, render_prompt
+from scope_bench.eval.metrics import group_scores, task_metrics
+from scope_bench.eval.store import ResultStore
+from scope_bench.eval.tasks import Task, load_groups, load_task, resolve_task_names, with_sampling
+
+RESULTS_FILE = "results.jsonl"
+SUMMARY_FILE = "summary.json"
+SETTINGS_FILE = "settings.json"
+
+
+def default_label(ckpt: str) -> str:
+    path = Path(ckpt)
+    name = path.stem if path.suffix == ".gguf" else path.name
+    return name or str(ckpt).strip("/").replace("/", "_")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for dist in ("scope-bench", "torch", "transformers", "vllm", "datasets", "math-verify"):
+        try:
+            out[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def grade(task: Task, responses: list[str], answers: list[str], *, timeout_s: float = 5.0,
+          workers: int | None = None) -> tuple[list[int], list[str | None]]:
+    """0/1 grades and extracted predictions, with the project's grader."""
+    from scope_bench.grading import choice_reward, extract_answer, extract_choice, math_rewards
+
+    if task.answer_kind == "math":
+        rewards = math_rewards(responses, answers, timeout_s=timeout_s, workers=workers)
+        return [int(r > 0) for r in rewards], [extract_answer(r) for r in responses]
+    n = len(task.letters)
+    rewards = [choice_reward(r, a, n_options=n) for r, a in zip(responses, answers)]
+    return [int(r > 0) for r in rewards], [extract_choice(r, n_options=n) for r in responses]
+
+
+def _check_settings(out_dir: Path, settings: dict[str, Any], store: ResultStore, ckpt: str) -> None:
+    """Refuse to mix samples drawn under different settings in one results file."""
+    path = out_dir / SETTINGS_FILE
+    old = json.loads(path.read_text()) if path.exists() else {}
+    for task, now in settings.items():
+        before = old.get(task)
+        has_results = any(k[0] == ckpt and k[1] == task for k in store.records)
+        if before is not None and before != now and has_results:
+            changed = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+            raise ValueError(f"{out_dir / RESULTS_FILE}: task '{task}' has results drawn with other settings "
+                             f"({', '.join(changed)} changed); rerun with --force or use another --out")
+    old.update(settings)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(old, indent=2, sort_keys=True))
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    os.replace(tmp, path)
+
+
+def _records(ckpt: str, task: Task, problem: Problem, gens: list, grades: list[int],
+             preds: list[str | None]) -> list[dict]:
+    return [{"checkpoint": ckpt, "task": task.name, "problem_id": problem.id, "sample": j,
+             "response": g.text, "prediction": p, "ground_truth": problem.answer, "correct": c,
+             "n_tokens": g.n_tokens, "finish_reason": g.finish_reason}
+            for j, (g, c, p) in enumerate(zip(gens, grades, preds))]
+
+
+def _run_task(engine: Backend, ckpt: str, task: Task, todo: list[Problem], total: int, store: ResultStore, *,
+              fmt: str, seed: int, chunk_size: int, progress: bool, grading: dict[str, Any]) -> float:
+    """Generate, grade and store the samples of `todo`, a chunk at a time; returns generation seconds."""
+    from tqdm.auto import tqdm
+
+    n = task.sampling.n
+    gen_seconds = 0.0
+    with tqdm(total=total, initial=total - len(todo), desc=task.name, unit="problem",
+              disable=not progress) as bar:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            requests = [GenerationRequest(render_prompt(task, p, fmt), task.sampling,
+                                          derive_seed(seed, task.name, p.id)) for p in chunk]
+            t0 = time.perf_counter()
+            generations = engine.generate(requests)
+            gen_seconds += time.perf_counter() - t0
+            if [len(g) for g in generations] != [n] * len(chunk):
+                raise RuntimeError(f"backend returned {[len(g) for g in generations]} samples for "
+                                   f"{len(chunk)} problems of {task.name}, expected {n} each")
+            texts = [g.text for gens in generations for g in gens]
+            grades, preds = grade(task, texts, [p.answer for p in chunk for _ in range(n)], **grading)
+            records = []
+            for k, (p, gens) in enumerate(zip(chunk, generations)):
+                part = slice(k * n, (k + 1) * n)
+                records += _records(ckpt, task, p, gens, grades[part], preds[part])
+            store.append(records)
+            bar.update(len(chunk))
+    return gen_seconds
+
+
+def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backend = "hf",
+             out_dir: str | Path | None = None, label: str | None = None,
+             data_dir: str | Path | None = None, data_paths: dict[str, str] | None = None,
+             limit: int | None = None, n: int | None = None, max_tokens: int | None = None,
+             temperature: float | None = None, top_p: float | None = None, seed: int = 0,
+             prompt_format: str = "auto", force: bool = False, chunk_size: int = 64,
+             grading_timeout_s: float = 5.0, grading_workers: int | None = None,
+             backend_kwargs: dict[str, Any] | None = None, tasks_dir: str | Path | None = None,
+             progress: bool = True, timings: dict[str, float] | None = None) -> dict:
+    """Evaluate `ckpt` on `tasks` (names or groups, comma-separated) and return the summary dict.
+
+    Results go to `out_dir` (default runs/eval/<label>/) as results.jsonl and summary.json; a rerun
+    resumes where the last one stopped unless `force`. `n`, `max_tokens`, `temperature`, `top_p`
+    override every task's sampling; `limit` keeps the first problems of each task. `backend` is "hf",
+    "vllm", "openai" or a ready object with `generate`/`has_chat_template`. `timings`, if given,
+    receives seconds spent in generation and in total."""
+    if prompt_format not in ("auto", "chat", "raw"):
+        raise ValueError(f"prompt format must be auto, chat or raw, got {prompt_format!r}")
+    t_start = time.perf_counter()
+    label = label or default_label(ckpt)
+    out = Path(out_dir) if out_dir is not None else Path("runs") / "eval" / label
+    data_paths = dict(data_paths or {})
+    names = resolve_task_names(tasks, tasks_dir)
+    if not names:
+        raise ValueError("no tasks given")
+    loaded = [with_sampling(load_task(name, tasks_dir), n=n, max_tokens=max_tokens, temperature=temperature,
+                            top_p=top_p) for name in names]  # unknown names fail here, before any work
+    unknown = set(data_paths) - set(names)
+    if unknown:
+        raise ValueError(f"--data given for tasks not being evaluated: {sorted(unknown)}")
+
+    problems: dict[str, list[Problem]] = {}
+    origins: dict[str, str] = {}
+    full_prints: dict[str, str] = {}  # of the whole benchmark, so --limit can change between reruns
+    skipped: dict[str, str] = {}
+    for task in loaded:
+        try:
+            rows, origins[task.name] = load_problems(task, data_dir, data_paths.get(task.name))
+            full_prints[task.name] = fingerprint(rows)
+            problems[task.name] = rows[:limit] if limit is not None else rows
+        except NoLocalCopy as err:
+            skipped[task.name] = str(err)
+            print(f"scope-bench eval: skipping {task.name}: {err}", file=sys.stderr)
+    runnable = [t for t in loaded if t.name in problems]
+    if not runnable:
+        raise FileNotFoundError(f"none of the tasks can run: {skipped}")
+
+    out.mkdir(parents=True, exist_ok=True)
+    if force:
+        for f in (RESULTS_FILE, SUMMARY_FILE, SETTINGS_FILE):
+            (out / f).unlink(missing_ok=True)
+    store = ResultStore(out / RESULTS_FILE)
+    settings = {t.name: {**t.sampling.to_dict(), "seed": seed, "prompt_format": prompt_format,
+                         "data_fingerprint": full_prints[t.name]} for t in runnable}
+    _check_settings(out, settings, store, ckpt)  # before anything in the store is touched
+    store.drop_incomplete({t.name: t.sampling.n for t in runnable})
+
+    pending = {t.name: [p for p in problems[t.name] if not store.is_done(ckpt, t.name, p.id, t.sampling.n)]
+               for t in runnable}
+    engine: Backend | None = backend if not isinstance(backend, str) else None
+    gen_seconds = 0.0
+    fmt = prompt_format
+    for task in runnable:
+        todo = pending[task.name]
+        if not todo:
+            continue
+        if engine is None:
+            engine = make_backend(str(backend), ckpt, **(backend_kwargs or {}))
+        if fmt == "auto":
+            fmt = "chat" if engine.has_chat_template() else "raw"
+        gen_seconds += _run_task(engine, ckpt, task, todo, len(problems[task.name]), store, fmt=fmt, seed=seed,
+                                 chunk_size=chunk_size, progress=progress,
+                                 grading={"timeout_s": grading_timeout_s, "workers": grading_workers})
+
+    summary = summarize(ckpt, label, runnable, problems, origins, store, seed=seed, prompt_format=fmt,
+                        skipped=skipped, groups=load_groups(tasks_dir))
+    _write_json(out / SUMMARY_FILE, summary)
+    if timings is not None:
+        timings.update(generation_s=gen_seconds, total_s=time.perf_counter() - t_start)
+    return summary
+
+
+def summarize(ckpt: str, label: str, tasks: list[Task], problems: dict[str, list[Problem]],
+              origins: dict[str, str], store: ResultStore, *, seed: int, prompt_format: str,
+              skipped: dict[str, str], groups: dict[str, list[str]]) -> dict:
+    """The summary.json of the contract, scored from the stored results."""
+    per_task: dict[str, dict] = {}
+    for task in tasks:
+        n = task.sampling.n
+        correct = []
+        for p in problems[task.name]:
+            have = store.samples(ckpt, task.name, p.id)
+            correct.append([int(have[j]["correct"]) for j in range(n)])
+        entry = task_metrics(correct, task.metric)
+        entry["sampling"] = {**task.sampling.to_dict(), "seed": seed, "prompt_format": prompt_format}
+        entry["data_fingerprint"] = fingerprint(problems[task.name])
+        entry["data_source"] = origins[task.name]
+        if task.answer_kind == "choice" and task.shuffle_seed is not None:
+            entry["options_shuffle_seed"] = task.shuffle_seed
+        per_task[task.name] = entry
+    return {
+        "label": label, "checkpoint": ckpt, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "versions": versions(), "seed": seed, "tasks": per_task,
+        "groups": group_scores({t: v["score"] for t, v in per_task.items()}, groups),
+        "skipped": skipped,
+    }
+
+
+def format_summary(summary: dict) -> str:
+    """A short table for the terminal."""
+    rows = [f"{'task':<14} {'metric':<8} {'score':>6}  problems"]
+    for name, t in summary["tasks"].items():
+        rows.append(f"{name:<14} {t['metric']:<8} {t['score']:6.1f}  {t['n_problems']}")
+    for name, g in summary["groups"].items():
+        rows.append(f"{name:<14} {'mean':<8} {g['score']:6.1f}  ({len(g['tasks'])} tasks)")
+    for name, why in summary.get("skipped", {}).items():
+        rows.append(f"{name:<14} skipped: {why}")
+    return "\n".join(rows)
+

@@ -1,0 +1,80 @@
+"""Results store: one JSON line per graded sample, appended as each problem completes.
+
+Lines are keyed by (checkpoint, task, problem_id, sample). A problem's samples are written in one
+write + flush + fsync, so a killed evaluation leaves at most one truncated last line; opening the
+store cuts it off. A problem counts as done only when all its samples are there, so a rerun
+regenerates exactly the problems that were not finished and nothing is lost or duplicated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+Key = tuple[str, str, str]  # (checkpoint, task, problem_id)
+
+
+class ResultStore:
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.records: dict[Key, dict[int, dict[str, Any]]] = {}
+        if self.path.exists():
+            self._load()
+
+    def _load(self) -> None:
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # a write cut short by a kill: drop the partial line
+            data = data[: data.rfind(b"\n") + 1]
+            with self.path.open("r+b") as f:
+                f.truncate(len(data))
+        for n, line in enumerate(data.decode().splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+                key = (rec["checkpoint"], rec["task"], str(rec["problem_id"]))
+                self.records.setdefault(key, {})[int(rec["sample"])] = rec
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{self.path}:{n}: not a results line ({err}); fix it or rerun with --force")
+
+    def samples(self, checkpoint: str, task: str, problem_id: str) -> dict[int, dict[str, Any]]:
+        return self.records.get((checkpoint, task, str(problem_id)), {})
+
+    def is_done(self, checkpoint: str, task: str, problem_id: str, n: int) -> bool:
+        have = self.samples(checkpoint, task, problem_id)
+        return all(j in have for j in range(n))
+
+    def drop_incomplete(self, n_by_task: dict[str, int]) -> int:
+        """Forget problems of these tasks with fewer than `n` samples and rewrite the file without them,
+        so their regeneration does not leave duplicate lines. Returns how many problems were dropped."""
+        stale = [k for k, v in self.records.items()
+                 if k[1] in n_by_task and not all(j in v for j in range(n_by_task[k[1]]))]
+        for key in stale:
+            del self.records[key]
+        if stale:
+            self.rewrite()
+        return len(stale)
+
+    def rewrite(self) -> None:
+        tmp = self.path.with_suffix(".jsonl.tmp")
+        with tmp.open("w") as f:
+            for per_sample in self.records.values():
+                for j in sorted(per_sample):
+                    f.write(json.dumps(per_sample[j], ensure_ascii=False) + "\n")
+        os.replace(tmp, self.path)
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Append the samples of one or more problems atomically enough to survive a kill."""
+        if not records:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        blob = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+        with self.path.open("a") as f:
+            f.write(blob)
+            f.flush()
+            os.fsync(f.fileno())
+        for rec in records:
+            key = (rec["checkpoint"], rec["task"], str(rec["problem_id"]))
+            self.records.setdefault(key, {})[int(rec["sample"])] = rec
