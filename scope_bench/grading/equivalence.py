@@ -1,0 +1,223 @@
+"""Is an extracted answer equal to the ground truth? Fast exact rules first, Math-Verify for the rest.
+
+An answer is correct when any of these holds (the union of what LUFFY/Oat-Zero/Qwen-Math accept):
+
+1. its normalised string equals the gold's (`normalize_answer`, the Hendrycks MATH rule);
+2. both are plain numbers (integer, decimal, `a/b`, `\\frac{a}{b}`, scientific notation) and
+   - they are equal as exact rationals (so AIME's `025` is `25`), or
+   - one is written as a decimal (`0.5`, not `5e-1`) and both round to the same 6 decimals
+     (Math-Verify's rule for floats; so `0.0000001` is `0`, as with the peers), or
+   - the gold is written as a decimal or in scientific notation (an approximation, as in Minerva)
+     and the answer is within a relative `REL_TOL` of it (Qwen2.5-Math's `math_equal` rule);
+3. `math_verify.verify(gold, answer)` (gold first: it is asymmetric).
+
+Rules 1-2 decide in microseconds without sympy (`fast_match`); only what they cannot decide reaches
+Math-Verify (`verify_slow`), which can take seconds or hang, so callers bound it (see `batch`).
+`fast_match` never says False where Math-Verify could say True (it declines, returning None),
+with one deliberate exception: Math-Verify calls any two numbers below about 1e-15 equal (its
+`evalf(chop=True)`), so `2.88e-19` would earn the reward for `1.325e-27`; plain numbers here are
+compared exactly. (Tiny values inside larger expressions still reach Math-Verify's rule.)
+Where it says True and Math-Verify says False, a rule above is deliberately wider: the relative
+tolerance, percent and units dropped by rule 1, and exact arithmetic on scientific notation
+(Math-Verify compares `1.14e2` or `1.14\\times10^{2}` with `114` in binary floats and says no).
+
+Documented behaviour of the known traps:
+- `4.5e33` (58 golds in LUFFY's Minerva copy, and some model answers) is 4.5 * 10^33, never
+  4.5 * e * 33 as Math-Verify reads it;
+- `\\dfrac`/`\\tfrac` are `\\frac`; `1,000` and `1{,}000` are one thousand, `1, 2` is a set;
+- `\\%` and degrees are dropped on both sides (Hendrycks), so `50\\%` matches `50`, not `0.5`;
+- intervals vs inequalities follow Math-Verify: a gold inequality `1 < x < 2` accepts `(1, 2)`,
+  a gold interval `(1, 2)` does not accept the inequality;
+- a gold float with an integral value (AMC's `27.0`) is the integer 27.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from fractions import Fraction
+from functools import lru_cache
+
+from scope_bench.grading.normalize import normalize_answer, parse_number
+
+REL_TOL = 1e-4
+# Math-Verify rounds floats to this many decimals before comparing
+FLOAT_ROUNDING = 6
+# Past this magnitude sympy's 15-digit floats, not exact rationals, decide: leave it to Math-Verify
+EXACT_MAGNITUDE = 10**12
+
+_PLAIN_SCI_RE = re.compile(r"([-+]?(?:\d+\.?\d*|\.\d+))[eE]([-+]?\d+)")
+
+
+def gold_text(gold) -> str:
+    """The ground truth as a string; an integral float (AMC's 27.0) as an integer."""
+    if isinstance(gold, float) and gold.is_integer():
+        return str(int(gold))
+    text = str(gold).strip()
+    if re.fullmatch(r"-?\d+\.0+", text):
+        text = text.split(".")[0]
+    return text
+
+
+def sci_to_latex(answer: str) -> str:
+    """`4.5e33` -> `4.5\\times10^{33}` (Math-Verify would read 4.5 * e * 33)."""
+    sci = _PLAIN_SCI_RE.fullmatch(answer.strip())
+    return f"{sci.group(1)}\\times10^{{{sci.group(2)}}}" if sci else answer
+
+
+@lru_cache(maxsize=1 << 16)
+def gold_latex(gold: str) -> str:
+    """The gold rewritten as LaTeX Math-Verify reads as intended (the traps in the docstring)."""
+    if _PLAIN_SCI_RE.fullmatch(gold):
+        return sci_to_latex(gold)
+    # numpy names in LUFFY's Minerva copy: np.arcsin(10/13) -> \arcsin(10/13)
+    text = re.sub(r"\bnp\.(arcsin|arccos|arctan|sinh|cosh|tanh|sin|cos|tan|exp|log|pi)\b", r"\\\1", gold)
+    text = re.sub(r"(\d)\.(?!\d)", r"\1", text)  # Python float literals: -1./3
+    return strip_percent(text)
+
+
+def strip_percent(answer: str) -> str:
+    return answer.replace("\\%", "").replace("%", "")
+
+
+@lru_cache(maxsize=1 << 16)
+def _gold_forms(gold: str) -> tuple[str, tuple[Fraction, str] | None]:
+    norm = normalize_answer(gold)
+    return norm, parse_number(norm)
+
+
+def _near_rounding_tie(x: Fraction) -> bool:
+    """True where rounding could go either way between exact and binary-float arithmetic."""
+    scaled = abs(x) * 10**FLOAT_ROUNDING
+    return abs(scaled - math.floor(scaled) - Fraction(1, 2)) < Fraction(1, 10**6)
+
+
+def numbers_match(pred: tuple[Fraction, str], gold: tuple[Fraction, str]) -> bool | None:
+    """Rule 2 of the module docstring; None where only Math-Verify's float arithmetic can tell."""
+    (p, p_form), (g, g_form) = pred, gold
+    if p == g:
+        return True
+    if g_form != "exact" and abs(p - g) <= REL_TOL * abs(g):
+        return True
+    if "decimal" in (p_form, g_form):
+        if max(abs(p), abs(g)) >= EXACT_MAGNITUDE or _near_rounding_tie(p) or _near_rounding_tie(g):
+            return None
+        scale = 10**FLOAT_ROUNDING
+        if round(p * scale) == round(g * scale):
+            return True
+    return False
+
+
+def fast_match(pred: str, gold: str) -> bool | None:
+    """Rules 1-2: True/False when decided exactly without sympy, None when Math-Verify must decide."""
+    gold_norm, gold_number = _gold_forms(gold)
+    pred_norm = normalize_answer(pred)
+    if pred_norm and pred_norm == gold_norm:
+        return True
+    if gold_number is not None:
+        pred_number = parse_number(pred_norm)
+        if pred_number is not None:
+            return numbers_match(pred_number, gold_number)
+    return None
+
+
+@lru_cache(maxsize=1 << 14)
+def _parse_gold(gold: str) -> list:
+    from math_verify import parse
+
+    return parse(f"\\boxed{{{gold_latex(gold)}}}", extraction_mode="first_match", parsing_timeout=None)
+
+
+@lru_cache(maxsize=1 << 12)
+def _parse_pred(pred: str) -> list:
+    """Cached too: rollouts of one prompt often end in the same answer."""
+    from math_verify import parse
+
+    latex = strip_percent(sci_to_latex(pred))
+    return parse(f"\\boxed{{{latex}}}", extraction_mode="first_match", parsing_timeout=None)
+
+
+def verify_slow(pred: str, gold: str, *, disprove_numerically: bool = True) -> bool:
+    """Rule 3: Math-Verify with its signal timeouts off. Unbounded: run it under a time limit.
+
+    `first_match`: the answer is already extracted, so a text that fails to parse as a whole stays
+    a string (compared as a string) instead of being replaced by a fragment that parses (Math-Verify
+    reads Minerva's `\\hbar \\omega(v+1 / 2)-...` as `2` otherwise). Before `verify` (whose
+    `simplify` costs up to seconds on a wrong symbolic answer), `evaluates_differently` settles the
+    clearly wrong ones by evaluating both sides at one point.
+    """
+    from math_verify import verify
+
+    gold_parsed = _parse_gold(gold)
+    if not gold_parsed:
+        return False
+    pred_parsed = _parse_pred(pred)
+    if not pred_parsed:
+        return False
+    if disprove_numerically and evaluates_differently(gold_parsed, pred_parsed):
+        return False
+    return bool(verify(gold_parsed, pred_parsed, timeout_seconds=None))
+
+
+# symbol values for the numeric disproof: irrational-looking, away from 0, 1 and small integers
+_PROBE_VALUES = (0.4142135, 0.7320508, 1.2360679, 0.5772156, 1.6487212, 0.8414709, 1.1892071, 0.6931471)
+
+
+def evaluates_differently(gold_parsed: list, pred_parsed: list) -> bool:
+    """True only where `math_verify.verify(gold, pred)` must be False, proven by evaluation.
+
+    `verify` compares every (gold, pred) pair of the parse results: sympy pairs by structure, by
+    rounding floats to 6 decimals, then by `simplify(gold - pred) == 0`; string pairs by equality.
+    For plain expressions (no relation, set, tuple, matrix, lone symbol or undefined function)
+    all of that implies equal values at every point where both are defined, so one real point where
+    they differ by more than the rounding can absorb settles it. Anything else returns False (no
+    proof), and `verify` decides.
+    """
+    import sympy
+    from sympy.core.function import AppliedUndef
+
+    gold_strings = {x.strip() for x in gold_parsed if isinstance(x, str)}
+    if any(isinstance(x, str) and x.strip() in gold_strings for x in pred_parsed):
+        return False
+    pairs = [(g, p) for g in gold_parsed if not isinstance(g, str)
+             for p in pred_parsed if not isinstance(p, str)]
+    if not pairs:
+        return False
+    for g, p in pairs:
+        for x in (g, p):
+            if (not isinstance(x, sympy.Expr) or isinstance(x, (sympy.Symbol, sympy.MatrixExpr))
+                    or x.has(AppliedUndef, sympy.UnevaluatedExpr)):
+                return False
+        symbols = sorted(g.free_symbols | p.free_symbols, key=str)
+        n = len(_PROBE_VALUES)
+        point = {s: _PROBE_VALUES[i % n] + i // n for i, s in enumerate(symbols)}
+        try:
+            g_value = complex(g.evalf(30, subs=point))
+            p_value = complex(p.evalf(30, subs=point))
+        except (TypeError, ValueError, ArithmeticError):
+            return False  # not a number at that point (undefined there, or not evaluable)
+        if not all(map(math.isfinite, (g_value.real, g_value.imag, p_value.real, p_value.imag))):
+            return False
+        # round-to-6-decimals equality needs |g - p| < 1e-6; sympy floats carry 15 digits
+        if abs(g_value - p_value) <= 1e-6 + 1e-9 * max(abs(g_value), abs(p_value)):
+            return False
+    return True
+
+
+def answers_match(pred: str, gold: str) -> bool:
+    """Rules 1-3 in one call, unbounded (the batch module adds the time limit)."""
+    verdict = fast_match(pred, gold)
+    return verify_slow(pred, gold) if verdict is None else verdict
+
+
+def quiet_math_verify() -> None:
+    """Silence Math-Verify's per-call warnings (we disable its timeouts on purpose)."""
+    import logging
+
+    import math_verify.grader
+    import math_verify.parser
+
+    for module in (math_verify.parser, math_verify.grader):
+        module.TIMEOUT_WARNING_SHOWN = True
+    for name in ("math_verify", "math_verify.parser", "math_verify.grader", "latex2sympy2_extended"):
+        logging.getLogger(name).setLevel(logging.ERROR)
