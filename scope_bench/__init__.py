@@ -21,6 +21,28 @@ _EXPORTS = {
         "rectify_groups", "rectify_group", "Rollout", "Rectification", "GroupRecord", "GroupOutcome",
         "ScopeConfig", "LossConfig", "ProcessRewardModel", "Refiner", "RefineRequest", "RefineResult",
     )},
+    # grading and rewards (eq. 7)
+    **{name: "scope_bench.grading" for name in (
+        "math_reward", "math_rewards", "choice_reward", "compute_score", "extract_answer", "extract_choice",
+        "grade_math_batch",
+    )},
+    # evaluation
+    **{name: "scope_bench.eval" for name in (
+        "evaluate", "load_task", "available_tasks", "resolve_task_names", "load_problems", "pass_at_k",
+        "task_metrics", "export_lm_eval", "ResultStore", "make_backend", "HFBackend", "VLLMBackend",
+        "OpenAIBackend",
+    )},
+    # analysis and reports
+    "diversity_metrics": "scope_bench.analysis.diversity",
+    "near_miss_at_k": "scope_bench.analysis.nearmiss",
+    "near_miss_from_prm": "scope_bench.analysis.nearmiss",
+    "write_report": "scope_bench.reports.report",
+    # engines: PRM and refiner clients, the local trainer
+    "OpenAIRefiner": "scope_bench.engines.refiner",
+    "QwenMathPRM": "scope_bench.engines.prm",
+    "VLLMPoolingPRM": "scope_bench.engines.prm",
+    "load_train_config": "scope_bench.engines.local",
+    "train": "scope_bench.engines.local",
 }
 
 

@@ -1,0 +1,26 @@
+"""The public API resolves, and importing the package stays cheap (no torch until needed)."""
+
+import subprocess
+import sys
+
+import scope_bench
+
+
+def test_every_export_resolves():
+    for name in scope_bench.__all__:
+        assert getattr(scope_bench, name) is not None, name
+
+
+def test_import_does_not_load_torch_or_engines():
+    code = "import sys, scope_bench, scope_bench.grading; print(sorted(m for m in ('torch', 'verl', 'vllm', 'httpx') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+
+
+def test_cli_help_lists_every_command():
+    from scope_bench.cli import COMMANDS
+
+    out = subprocess.run([sys.executable, "-m", "scope_bench.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    for command in COMMANDS:
+        assert command in out.stdout
