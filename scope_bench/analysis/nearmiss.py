@@ -68,3 +68,30 @@ def near_miss_from_prm(
             raise ValueError(f"PRM returned {len(step_scores)} scores for response {i} with {len(steps[i])} steps")
         prefix[i] = verified_prefix_length(step_scores, tau)
     return near_miss_at_k(prefix, [len(s) for s in steps], rewards, ks)
+
+
+def near_miss_of_rollouts(rollouts, prm, tau: float = 0.5, scores: dict | None = None,
+                          ks: Sequence[int] = DEFAULT_KS) -> dict[str, float | None]:
+    """Training-batch form: ``{"near_miss@k": value}`` over the failed ``core.Rollout``s of a batch
+    (None when nothing failed, so the metric stays valid JSON). ``scores`` maps a rollout's index in
+    ``rollouts`` to PRM step scores already computed (by the SCOPE stage); only the rest are scored."""
+    from scope_bench.core.steps import split_steps
+
+    scores = dict(scores or {})
+    steps = [split_steps(r.text) if r.failed else [] for r in rollouts]
+    todo = [i for i, r in enumerate(rollouts) if r.failed and steps[i] and i not in scores]
+    if todo:
+        scores.update(zip(todo, prm.score([rollouts[i].question for i in todo], [steps[i] for i in todo])))
+    prefix = []
+    for i, s in enumerate(steps):
+        if s and len(scores.get(i, ())) != len(s):
+            raise ValueError(f"PRM returned {len(scores.get(i, ()))} scores for rollout {i} with {len(s)} steps")
+        prefix.append(_verified(scores[i], tau) if s else 0)
+    values = near_miss_at_k(prefix, [len(s) for s in steps], [0.0 if r.failed else 1.0 for r in rollouts], ks)
+    return {f"near_miss@{k}": None if math.isnan(v) else v for k, v in values.items()}
+
+
+def _verified(step_scores, tau: float) -> int:
+    from scope_bench.core.prefix import verified_prefix_length
+
+    return verified_prefix_length(step_scores, tau)

@@ -2,7 +2,7 @@
 
 from .advantages import grpo_advantages
 from .config import LossConfig, ScopeConfig
-from .interfaces import ProcessRewardModel, RefineRequest, RefineResult, Refiner
+from .interfaces import ProcessRewardModel, Refiner, RefineRequest, RefineResult
 from .losses import hybrid_loss, hybrid_token_objective, prm_shaped_reward, sft_loss, shaped_weight
 from .prefix import error_prefix_length, verified_prefix_length
 from .rectify import GroupOutcome, GroupRecord, Rectification, Rollout, rectify_group, rectify_groups

@@ -3,7 +3,7 @@ rollout (reward 1) lifts the group's baseline like any success would."""
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -6,7 +6,7 @@ engine (verl) can aggregate them its own way and still compute exactly the same 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

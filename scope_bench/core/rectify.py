@@ -8,16 +8,20 @@ engine can keep every request of a training step in flight at once.
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 
 from .config import ScopeConfig
-from .interfaces import ProcessRewardModel, RefineRequest, Refiner
+from .interfaces import ProcessRewardModel, Refiner, RefineRequest
 from .prefix import check_scores, error_prefix_length
 from .selection import Stats, population_stats, selection_scores
 from .steps import STEP_SEPARATOR, split_steps, step_token_spans
+
+# skip reasons that are the refiner's fault (besides "refiner_error:<kind>")
+REFINER_FAILURES = ("suffix_wrong", "prefix_rewritten")
 
 
 @dataclass
@@ -141,6 +145,28 @@ def rectify_groups(
         outcomes[g].record.reason = reason
         outcomes[g].rectification = mixed
     return outcomes
+
+
+def stage_metrics(outcomes: Sequence[GroupOutcome] | None, n_groups: int) -> dict:
+    """Per-step metrics of the stage, the same names in every engine: groups gated, rectified and
+    skipped (with `skip/<reason>` counts), refiner failures, and the mean keep ratio of rectified rollouts."""
+    out = {"groups_total": n_groups, "groups_gated": 0, "groups_rectified": 0, "groups_skipped": 0,
+           "refiner_failures": 0, "keep_ratio": None}
+    if outcomes is None:
+        return out
+    records = [o.record for o in outcomes]
+    reasons = Counter(r.reason for r in records if r.status == "skipped")
+    keep = [r.keep_ratio for r in records if r.status == "rectified" and r.keep_ratio is not None]
+    out.update({
+        "groups_gated": sum(r.status != "not_gated" for r in records),
+        "groups_rectified": sum(r.status == "rectified" for r in records),
+        "groups_skipped": sum(r.status == "skipped" for r in records),
+        "refiner_failures": sum(n for reason, n in reasons.items() if reason in REFINER_FAILURES
+                                or str(reason).startswith("refiner_error")),
+        "keep_ratio": sum(keep) / len(keep) if keep else None,
+        **{f"skip/{reason}": n for reason, n in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
+    })
+    return out
 
 
 def rectify_group(group: Sequence[Rollout], **kwargs) -> GroupOutcome:

@@ -6,7 +6,7 @@ of the batch: rectifying a length outlier teaches little and costs a long refine
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

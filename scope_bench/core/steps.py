@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from typing import Sequence
+from collections.abc import Sequence
+from itertools import pairwise
 
 STEP_SEPARATOR = "\n\n"
 _SEPARATOR_RUN = re.compile(r"\n\n+")
@@ -43,7 +44,7 @@ def step_token_spans(text: str, offsets: Sequence[tuple[int, int]]) -> list[tupl
     if not char_spans:
         return []
     ends = [end for _, end in offsets]
-    if any(b < a for a, b in zip(ends, ends[1:])):
+    if any(b < a for a, b in pairwise(ends)):
         raise ValueError("token offsets must be non-decreasing")
     token_spans, first = [], 0
     for next_start, _ in char_spans[1:]:

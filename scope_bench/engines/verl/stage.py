@@ -10,13 +10,12 @@ metrics under the local trainer's names (`reward_mean`, `accuracy`, `groups_*`, 
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Callable
 
+from scope_bench.analysis.nearmiss import near_miss_of_rollouts
 from scope_bench.core.config import ScopeConfig, from_dict
 from scope_bench.core.losses import prm_shaped_reward
-from scope_bench.core.prefix import verified_prefix_length
-from scope_bench.core.rectify import Rollout, rectify_groups
+from scope_bench.core.rectify import Rollout, rectify_groups, stage_metrics
 from scope_bench.core.steps import split_steps
 from scope_bench.engines.verl.rewrite import decoded_responses, rewrite_rows, set_rewards
 
@@ -135,7 +134,7 @@ class MethodStage:
         near = {f"near_miss@{k}": None for k in NEAR_MISS_K}
         if self.near_miss:
             t0 = time.perf_counter()
-            near = near_miss(rollouts, scores, self.prm, self.scope_cfg.tau)
+            near = near_miss_of_rollouts(rollouts, self.prm, self.scope_cfg.tau, scores, NEAR_MISS_K)
             timer["near_miss"] = time.perf_counter() - t0
         return {
             "reward_mean": sum(rewards) / len(rewards),
@@ -174,42 +173,6 @@ def ground_truth_of(batch, i: int) -> str:
         return str(batch.non_tensor_batch["reward_model"][i]["ground_truth"])
     except (KeyError, TypeError) as err:
         raise ValueError(f"batch row {i}: no reward_model.ground_truth ({err})") from None
-
-
-def stage_metrics(outcomes, n_groups: int) -> dict:
-    """Gate/rectify/skip counts (with reasons), refiner failures and keep ratio of the stage."""
-    out = {"groups_total": n_groups, "groups_gated": 0, "groups_rectified": 0, "groups_skipped": 0,
-           "refiner_failures": 0, "keep_ratio": None}
-    if outcomes is None:
-        return out
-    records = [o.record for o in outcomes]
-    reasons = Counter(r.reason for r in records if r.status == "skipped")
-    keep = [r.keep_ratio for r in records if r.status == "rectified" and r.keep_ratio is not None]
-    out.update({
-        "groups_gated": sum(r.status != "not_gated" for r in records),
-        "groups_rectified": sum(r.status == "rectified" for r in records),
-        "groups_skipped": sum(r.status == "skipped" for r in records),
-        "refiner_failures": sum(v for k, v in reasons.items()
-                                if k and (k.startswith("refiner_error") or k in ("suffix_wrong", "prefix_rewritten"))),
-        "keep_ratio": sum(keep) / len(keep) if keep else None,
-        **{f"skip/{k}": v for k, v in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
-    })
-    return out
-
-
-def near_miss(rollouts: list[Rollout], scores: dict[int, list[float]], prm, tau: float) -> dict:
-    """near-miss@k: share of failed rollouts whose PRM-verified prefix covers all but at most k steps
-    (a failure without steps is never a near miss); scores the stage already has are reused."""
-    failed = [i for i, r in enumerate(rollouts) if r.failed]
-    if not failed:
-        return {f"near_miss@{k}": None for k in NEAR_MISS_K}
-    todo = [(i, split_steps(rollouts[i].text)) for i in failed if i not in scores]
-    todo = [(i, s) for i, s in todo if s]
-    if todo:
-        new = prm.score([rollouts[i].question for i, _ in todo], [s for _, s in todo])
-        scores = {**scores, **{i: s for (i, _), s in zip(todo, new)}}
-    gaps = [len(scores[i]) - verified_prefix_length(scores[i], tau) if scores.get(i) else None for i in failed]
-    return {f"near_miss@{k}": sum(g is not None and g <= k for g in gaps) / len(failed) for k in NEAR_MISS_K}
 
 
 def _pad_id(tokenizer) -> int:
