@@ -1,0 +1,486 @@
+"""A single-process PyTorch trainer over the method core (CPU, or one GPU when present).
+
+One RL step, top to bottom (`rl_step`): sample `n` rollouts per prompt, reward them (eq. 7), run the
+method's stage (SCOPE rectification, or PRM-shaped rewards), recompute old log-probs on the batch as
+it will be trained (rectified suffixes were not sampled by the policy, so sampling log-probs would be
+wrong for them), group advantages after the stage, and update with the method's loss (eq. 6).
+SFT steps (`sft`, the first part of `sft+rl`) train on refiner solutions instead.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from scope_bench.core import (
+    LossConfig,
+    RefineRequest,
+    Rollout,
+    ScopeConfig,
+    grpo_advantages,
+    hybrid_loss,
+    prm_shaped_reward,
+    rectify_groups,
+    sft_loss,
+    split_steps,
+    verified_prefix_length,
+)
+from scope_bench.core.config import from_dict
+from scope_bench.engines.local import checkpoint as ckpt
+from scope_bench.engines.local.components import build_prm, build_refiner
+from scope_bench.engines.local.config import to_yaml
+from scope_bench.engines.local.data import batch_indices, load_rows
+from scope_bench.engines.local.policy import (
+    encode_prompts,
+    generate,
+    load_policy,
+    pack,
+    resolve_device,
+    response_logprobs,
+)
+from scope_bench.engines.local.prompt import prompt_text
+from scope_bench.paths import PROJECT_ROOT
+
+NEAR_MISS_K = (1, 2, 3)
+# keys that may change when a run is resumed (they do not change what is trained)
+RESUMABLE_CHANGES = ("resume", "train.steps", "device", "threads", "eval", "checkpoint", "metrics.tensorboard")
+
+
+@dataclass
+class Run:
+    """Everything a step needs."""
+
+    cfg: DictConfig
+    run_dir: Path
+    device: torch.device
+    model: object
+    tokenizer: object
+    optimizer: torch.optim.Optimizer
+    prm: object
+    refiner: object
+    train_rows: list[dict]
+    val_rows: list[dict]
+    scope_cfg: ScopeConfig
+    loss_cfg: LossConfig
+
+
+class Timer(dict):
+    """Seconds per stage of a step (`time/<stage>` in the metrics)."""
+
+    @contextmanager
+    def __call__(self, stage: str):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self[stage] = self.get(stage, 0.0) + time.perf_counter() - start
+
+
+class _Timed:
+    """Times one method of a wrapped object into `timer[stage]` (the SCOPE stage's breakdown)."""
+
+    def __init__(self, inner, method: str, timer: Timer, stage: str):
+        self._inner, self._method, self._timer, self._stage = inner, method, timer, stage
+
+    def __getattr__(self, name):
+        attr = getattr(self._inner, name)
+        if name != self._method:
+            return attr
+
+        def timed(*args, **kwargs):
+            with self._timer(self._stage):
+                return attr(*args, **kwargs)
+        return timed
+
+
+# ----------------------------------------------------------------------------------------- entry
+
+
+def train(cfg: DictConfig, *, on_step=None) -> Path:
+    """Train `cfg` (from `load_train_config`); returns the run directory. `on_step(step, metrics)` is
+    called after each step is logged and checkpointed."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    run = setup(cfg)
+    start = _restore(run) + 1 if cfg.resume else 1
+    metrics_path = run.run_dir / "metrics.jsonl"
+    tb = _tensorboard(run) if cfg.metrics.tensorboard else None
+    from tqdm import tqdm
+
+    bar = tqdm(range(start, cfg.train.steps + 1), initial=start - 1, total=cfg.train.steps,
+               desc=f"train {cfg.method}", dynamic_ncols=True)
+    for step in bar:
+        rows = [run.train_rows[i] for i in batch_indices(len(run.train_rows), cfg.train.batch_size, step, cfg.seed)]
+        metrics = sft_step(run, step, rows) if step <= cfg.train.sft_steps else rl_step(run, step, rows)
+        if run.val_rows and cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.train.steps):
+            t0 = time.perf_counter()
+            metrics["val_accuracy"] = validate(run)
+            metrics["time/validate"] = time.perf_counter() - t0
+        with open(metrics_path, "a") as f:
+            f.write(json.dumps(metrics) + "\n")
+        if tb:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    tb.add_scalar(k, v, step)
+        if cfg.checkpoint.every and (step % cfg.checkpoint.every == 0 or step == cfg.train.steps):
+            ckpt.save_checkpoint(run.run_dir, step, run.model, run.tokenizer, run.optimizer, cfg.checkpoint.keep_last)
+        bar.set_postfix(_postfix(metrics))
+        if on_step:
+            on_step(step, metrics)
+    ckpt.save_pretrained(run.model, run.tokenizer, run.run_dir / "final")
+    if tb:
+        tb.close()
+    return run.run_dir
+
+
+def setup(cfg: DictConfig) -> Run:
+    """Data first (bad rows fail before any model loads), then policy, optimizer, PRM and refiner."""
+    run_dir = Path(cfg.run_dir or PROJECT_ROOT / "runs" / "train" / f"{cfg.method}-seed{cfg.seed}")
+    _check_run_dir(cfg, run_dir)
+    train_rows = load_rows(cfg.data.train, split=cfg.data.split, n=cfg.data.n_train, seed=cfg.seed,
+                           cfg_data=cfg.data)
+    val_rows = [] if cfg.data.val is None else load_rows(
+        cfg.data.val, split="val" if cfg.data.val == "synthetic" else cfg.data.val_split, n=cfg.data.n_val,
+        seed=cfg.seed, cfg_data=cfg.data)
+    device = resolve_device(cfg.device)
+    latest = ckpt.latest_checkpoint(run_dir) if cfg.resume else None
+    model, tokenizer = load_policy(latest or _model_path(cfg), device, cfg.model.dtype)
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
+                                  weight_decay=cfg.train.weight_decay)
+    needs_prm = cfg.metrics.near_miss or cfg.stage == "prm_reward" or (
+        cfg.stage == "scope" and cfg.scope.prefix_source == "prm")
+    needs_refiner = cfg.stage == "scope" or cfg.train.sft_steps > 0
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    return Run(cfg, run_dir, device, model, tokenizer, optimizer,
+               build_prm(cfg, str(device)) if needs_prm else None,
+               build_refiner(cfg) if needs_refiner else None,
+               train_rows, val_rows,
+               from_dict(ScopeConfig, OmegaConf.to_container(cfg.scope), "scope"),
+               from_dict(LossConfig, OmegaConf.to_container(cfg.loss), "loss"))
+
+
+# ------------------------------------------------------------------------------------------ steps
+
+
+def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
+    """One RL step of any method; the stage is the only difference between methods."""
+    cfg, tok, n = run.cfg, run.tokenizer, run.cfg.rollout.n
+    timer = Timer()
+    questions = [r["question"] for r in rows]
+    prompt_ids = encode_prompts(tok, [prompt_text(tok, q) for q in questions], cfg.rollout.max_prompt_tokens)
+
+    # 1. sample n rollouts per prompt (seeded by step: a resumed run samples the same)
+    with timer("generate"):
+        samples = generate(run.model, tok, prompt_ids, n=n, max_new_tokens=cfg.rollout.max_new_tokens,
+                           temperature=cfg.rollout.temperature, top_p=cfg.rollout.top_p,
+                           chunk_size=cfg.rollout.chunk_size, seed=cfg.seed * 1_000_003 + step)
+    # 2. verifiable reward (eq. 7)
+    with timer("reward"):
+        outcome = _rewards([s.text for g in samples for s in g], [r["answer"] for r in rows for _ in range(n)])
+    groups = [[Rollout(rows[g]["question"], rows[g]["answer"], s.text, s.token_ids, s.offsets, outcome[g * n + i])
+               for i, s in enumerate(group)] for g, group in enumerate(samples)]
+
+    # 3. the method's stage: what is trained may differ from what was sampled
+    responses = [r.token_ids for group in groups for r in group]
+    offpolicy = [[0] * len(ids) for ids in responses]
+    rewards = list(outcome)
+    scores: dict[int, list[float]] = {}  # PRM step scores per flat rollout index (near-miss metrics)
+    stage_metrics = _group_metrics(None, len(groups))
+    if cfg.stage == "scope":
+        with timer("stage"):
+            outcomes = rectify_groups(
+                groups,
+                prm=_Timed(run.prm, "score", timer, "stage/prm") if run.prm else None,
+                refiner=_Timed(run.refiner, "refine", timer, "stage/refiner"),
+                tokenize=lambda text: _tokenize(tok, text, timer), verify=lambda text, gt: _verify(text, gt, timer),
+                config=run.scope_cfg)
+        for g, out in enumerate(outcomes):
+            scores.update({g * n + i: s for i, s in out.step_scores.items()})
+            if out.rectification:
+                j = g * n + out.rectification.index
+                responses[j] = out.rectification.token_ids
+                offpolicy[j] = out.rectification.offpolicy_mask
+                rewards[j] = out.rectification.reward
+        timer["stage/selection"] = timer["stage"] - sum(timer.get(f"stage/{k}", 0.0)
+                                                        for k in ("prm", "refiner", "tokenize", "verify"))
+        stage_metrics = _group_metrics(outcomes, len(groups))
+    elif cfg.stage == "prm_reward":
+        with timer("stage"):
+            flat = [r for group in groups for r in group]
+            step_scores = run.prm.score([r.question for r in flat], [split_steps(r.text) for r in flat])
+            rewards = [prm_shaped_reward(r.reward, s, weight=cfg.prm_reward.weight,
+                                         aggregate=cfg.prm_reward.aggregate) for r, s in zip(flat, step_scores)]
+            scores.update({j: s for j, s in enumerate(step_scores) if flat[j].failed})
+
+    # 4. near-miss@k of the sampled failures (PRM-scored for every method, so methods compare)
+    near_miss = {f"near_miss@{k}": None for k in NEAR_MISS_K}
+    if cfg.metrics.near_miss and run.prm is not None:
+        with timer("near_miss"):
+            near_miss = _near_miss(run, groups, scores)
+
+    # 5. old log-probs on the batch as trained, then group advantages after the stage
+    flat_prompts = [ids for ids in prompt_ids for _ in range(n)]
+    chunks = _chunks(len(responses), cfg.train.micro_batch_size)
+    with timer("old_logprobs"):
+        old, entropy = _old_logprobs(run, flat_prompts, responses, offpolicy, chunks)
+    advantages = torch.as_tensor(grpo_advantages(rewards, [j // n for j in range(len(rewards))],
+                                                 eps=run.loss_cfg.adv_eps))
+    # 6. update with the method's loss (eq. 6; all-zero off-policy mask = GRPO)
+    with timer("update"):
+        loss = _update(run, flat_prompts, responses, offpolicy, old, advantages, chunks, _lr(cfg, step))
+
+    return {
+        "step": step, "method": cfg.method, "seed": cfg.seed, "phase": "rl",
+        "reward_mean": sum(rewards) / len(rewards),
+        "accuracy": sum(outcome) / len(outcome),
+        "entropy": entropy,
+        "response_length": sum(len(r.token_ids) for g in groups for r in g) / len(outcome),
+        **stage_metrics, **near_miss,
+        "loss": loss, "lr": _lr(cfg, step),
+        **{f"time/{k}": v for k, v in timer.items()},
+    }
+
+
+def sft_step(run: Run, step: int, rows: list[dict]) -> dict:
+    """SFT on refiner solutions of this step's prompts (a wrong or failed solution is dropped)."""
+    cfg, tok = run.cfg, run.tokenizer
+    timer = Timer()
+    with timer("refiner"):
+        results = run.refiner.refine([RefineRequest(r["question"], "", r["answer"]) for r in rows])
+    keep = [(row, res.suffix) for row, res in zip(rows, results) if res.ok and _verify(res.suffix, row["answer"])]
+    loss, responses = None, [_tokenize(tok, text.strip(), timer) for _, text in keep]
+    if keep:
+        prompt_ids = encode_prompts(tok, [prompt_text(tok, row["question"]) for row, _ in keep],
+                                    cfg.rollout.max_prompt_tokens)
+        with timer("update"):
+            loss = _update(run, prompt_ids, responses, None, None, None,
+                           _chunks(len(responses), cfg.train.micro_batch_size), _lr(cfg, step))
+    metrics = {key: None for key in ("reward_mean", "accuracy", "entropy", "keep_ratio")}
+    metrics.update({f"near_miss@{k}": None for k in NEAR_MISS_K})
+    return {
+        "step": step, "method": cfg.method, "seed": cfg.seed, "phase": "sft", **metrics,
+        "response_length": sum(map(len, responses)) / len(responses) if responses else None,
+        "groups_total": len(rows), "groups_gated": 0, "groups_rectified": 0, "groups_skipped": 0,
+        "refiner_failures": len(rows) - len(keep),
+        "loss": loss, "lr": _lr(cfg, step), **{f"time/{k}": v for k, v in timer.items()},
+    }
+
+
+@torch.no_grad()
+def validate(run: Run) -> float:
+    """Greedy accuracy on the held-out split."""
+    cfg, tok = run.cfg, run.tokenizer
+    prompt_ids = encode_prompts(tok, [prompt_text(tok, r["question"]) for r in run.val_rows],
+                                cfg.rollout.max_prompt_tokens)
+    samples = generate(run.model, tok, prompt_ids, n=1, max_new_tokens=cfg.eval.max_new_tokens, greedy=True,
+                       chunk_size=cfg.eval.batch_size)
+    rewards = _rewards([g[0].text for g in samples], [r["answer"] for r in run.val_rows])
+    return sum(rewards) / len(rewards)
+
+
+# ---------------------------------------------------------------------------------------- helpers
+
+
+def _chunks(n: int, size: int) -> list[range]:
+    return [range(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+@torch.no_grad()
+def _old_logprobs(run: Run, prompts, responses, offpolicy, chunks):
+    """pi_old per chunk, and the policy's mean entropy over its own (on-policy) tokens."""
+    old, ent_sum, ent_n = [], 0.0, 0.0
+    for idx in chunks:
+        batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id, run.device)
+        logp, entropy = response_logprobs(run.model, batch, with_entropy=True)
+        old.append(logp)
+        onpolicy = batch["response_mask"] * (1 - _mask([offpolicy[i] for i in idx], logp.shape, run.device))
+        ent_sum += float((entropy * onpolicy).sum())
+        ent_n += float(onpolicy.sum())
+    return old, ent_sum / max(ent_n, 1.0)
+
+
+def _update(run: Run, prompts, responses, offpolicy, old, advantages, chunks, lr: float) -> float:
+    """`ppo_epochs` optimizer steps over the batch; the loss is a token-mean over the whole batch,
+    accumulated over micro-batches. `old is None` means SFT."""
+    cfg = run.cfg
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    total_tokens = sum(len(r) for r in responses)
+    losses = []
+    for _ in range(cfg.train.ppo_epochs):
+        run.optimizer.zero_grad(set_to_none=True)
+        epoch_loss = 0.0
+        for c, idx in enumerate(chunks):
+            batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id,
+                         run.device)
+            logp, _ = response_logprobs(run.model, batch)
+            rmask = batch["response_mask"]
+            if old is None:
+                loss = sft_loss(logp, rmask)
+            else:
+                loss = hybrid_loss(logp, old[c], advantages[list(idx)].to(logp.device),
+                                   _mask([offpolicy[i] for i in idx], logp.shape, run.device), rmask,
+                                   clip_eps=run.loss_cfg.clip_eps, lam=run.loss_cfg.lam, gamma=run.loss_cfg.gamma,
+                                   offpolicy_advantage=run.loss_cfg.offpolicy_advantage)
+            loss = loss * (rmask.sum() / total_tokens)  # chunk token-mean -> batch token-mean
+            loss.backward()
+            epoch_loss += loss.item()
+        if cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.grad_clip)
+        run.optimizer.step()
+        losses.append(epoch_loss)
+    return sum(losses) / len(losses)
+
+
+def _lr(cfg, step: int) -> float:
+    """SFT steps use train.sft_lr, RL steps train.lr; linear warmup over train.warmup_steps."""
+    base = cfg.train.sft_lr if step <= cfg.train.sft_steps else cfg.train.lr
+    return base * min(1.0, step / cfg.train.warmup_steps) if cfg.train.warmup_steps else base
+
+
+def _mask(rows: list[list[int]], shape, device) -> torch.Tensor:
+    out = torch.zeros(shape, device=device)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=out.dtype)
+    return out
+
+
+def _rewards(texts: list[str], answers: list[str]) -> list[float]:
+    from scope_bench.grading import math_rewards
+
+    return [float(x) for x in math_rewards(texts, answers)]
+
+
+def _verify(text: str, answer: str, timer: Timer | None = None) -> float:
+    from scope_bench.grading import math_reward
+
+    if timer is None:
+        return float(math_reward(text, answer))
+    with timer("stage/verify"):
+        return float(math_reward(text, answer))
+
+
+def _tokenize(tokenizer, text: str, timer: Timer | None) -> list[int]:
+    """Refiner text as policy tokens, ending with end-of-sequence (the policy must learn to stop)."""
+    start = time.perf_counter()
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    if timer is not None:
+        timer["stage/tokenize"] = timer.get("stage/tokenize", 0.0) + time.perf_counter() - start
+    return ids
+
+
+def _group_metrics(outcomes, n_groups: int) -> dict:
+    """Gate/rectify/skip counts (with reasons), refiner failures and keep ratio of the stage."""
+    out = {"groups_total": n_groups, "groups_gated": 0, "groups_rectified": 0, "groups_skipped": 0,
+           "refiner_failures": 0, "keep_ratio": None}
+    if outcomes is None:
+        return out
+    records = [o.record for o in outcomes]
+    reasons = Counter(r.reason for r in records if r.status == "skipped")
+    keep = [r.keep_ratio for r in records if r.status == "rectified" and r.keep_ratio is not None]
+    out.update({
+        "groups_gated": sum(r.status != "not_gated" for r in records),
+        "groups_rectified": sum(r.status == "rectified" for r in records),
+        "groups_skipped": sum(r.status == "skipped" for r in records),
+        "refiner_failures": sum(v for k, v in reasons.items()
+                                if k and (k.startswith("refiner_error") or k in ("suffix_wrong", "prefix_rewritten"))),
+        "keep_ratio": sum(keep) / len(keep) if keep else None,
+        **{f"skip/{k}": v for k, v in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
+    })
+    return out
+
+
+def _near_miss(run: Run, groups, scores: dict[int, list[float]]) -> dict:
+    """near-miss@k: share of failed rollouts whose PRM-verified prefix covers all but at most k steps
+    (a failure with no steps is never a near miss). Scores the stage already computed are reused."""
+    n = run.cfg.rollout.n
+    failed = [(g * n + i, r) for g, group in enumerate(groups) for i, r in enumerate(group) if r.failed]
+    if not failed:
+        return {f"near_miss@{k}": None for k in NEAR_MISS_K}
+    todo = [(j, r, split_steps(r.text)) for j, r in failed if j not in scores]
+    todo = [(j, r, s) for j, r, s in todo if s]
+    if todo:
+        new = run.prm.score([r.question for _, r, _ in todo], [s for _, _, s in todo])
+        scores = {**scores, **{j: s for (j, _, _), s in zip(todo, new)}}
+    gaps = [len(scores[j]) - verified_prefix_length(scores[j], run.scope_cfg.tau) if scores.get(j) else None
+            for j, _ in failed]
+    return {f"near_miss@{k}": sum(g is not None and g <= k for g in gaps) / len(failed) for k in NEAR_MISS_K}
+
+
+def _postfix(metrics: dict) -> dict:
+    out = {}
+    for key, label in (("reward_mean", "reward"), ("accuracy", "acc"), ("groups_rectified", "rect"),
+                       ("val_accuracy", "val")):
+        if metrics.get(key) is not None:
+            out[label] = f"{metrics[key]:.3f}" if isinstance(metrics[key], float) else metrics[key]
+    return out
+
+
+def _model_path(cfg) -> str:
+    if cfg.model.path:
+        return cfg.model.path
+    from scope_bench.synthetic.model import tiny_model, warm_start_model
+
+    if cfg.model.warm_start_steps:
+        return str(warm_start_model(steps=cfg.model.warm_start_steps, threads=cfg.threads or None))
+    return str(tiny_model())
+
+
+def _check_run_dir(cfg, run_dir: Path) -> None:
+    """A fresh run never overwrites an old one; a resumed one must train the same thing."""
+    saved = run_dir / "config.yaml"
+    if not cfg.resume:
+        if (run_dir / "metrics.jsonl").exists() or ckpt.list_checkpoints(run_dir):
+            raise ValueError(f"run dir {run_dir} already holds a run; pass --resume to continue it, "
+                             f"or choose another run_dir")
+        return
+    if not saved.exists():
+        return
+    old = OmegaConf.load(saved)
+    changed = [k for k in _diff(OmegaConf.to_container(old), OmegaConf.to_container(cfg))
+               if not any(k == a or k.startswith(a + ".") for a in RESUMABLE_CHANGES)]
+    if changed:
+        raise ValueError(f"cannot resume {run_dir}: config differs from {saved} in {', '.join(changed)}")
+
+
+def _diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            out += _diff(va, vb, f"{prefix}{key}.")
+        elif va != vb:
+            out.append(f"{prefix}{key}")
+    return out
+
+
+def _restore(run: Run) -> int:
+    """Optimizer and RNG state of the checkpoint `setup` loaded the weights from; returns its step
+    (0 when there is none, and the run starts over)."""
+    latest = ckpt.latest_checkpoint(run.run_dir)
+    if latest is None:
+        ckpt.truncate_metrics(run.run_dir / "metrics.jsonl", 0)
+        return 0
+    state = ckpt.load_trainer_state(latest)
+    run.optimizer.load_state_dict(state["optimizer"])
+    ckpt.set_rng_state(state["rng"])
+    ckpt.truncate_metrics(run.run_dir / "metrics.jsonl", state["step"])
+    return state["step"]
+
+
+def _tensorboard(run: Run):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise ValueError("metrics.tensorboard=true needs the tensorboard package "
+                         "(pip install 'scope-bench[tensorboard]')") from err
+    return SummaryWriter(str(run.run_dir / "tb"))

@@ -1,0 +1,143 @@
+"""A step-verifiable task for CPU runs: chained arithmetic, one operation per step.
+
+Question: "Start with 7. Add 5, then multiply by 3, then subtract 4."
+Solution (steps separated by a blank line, as `split_steps` expects):
+
+    7 + 5 = 12
+
+    12 * 3 = 36
+
+    36 - 4 = 32
+
+    The answer is \\boxed{32}.
+
+Every step can be checked exactly (right running value, right operation, right result), so a
+rule-based PRM and a programmatic refiner are exact, and a tiny model gets some problems right and
+many nearly right: the regime SCOPE is built for.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+
+# difficulty -> number of operations; operands stay in 1..20 (learnable by a ~1M-param model)
+DIFFICULTIES = {"easy": 2, "medium": 3, "hard": 4}
+MAX_OPERAND = 20
+MAX_FACTOR = 5  # multiplications use a small factor so values stay short
+
+OP_WORDS = {"+": "add", "-": "subtract", "*": "multiply by"}
+WORD_OPS = {w: op for op, w in OP_WORDS.items()}
+
+_QUESTION = re.compile(r"Start with (\d+)\.\s*(.*?)\.?\s*$", re.DOTALL)
+_CLAUSE = re.compile(r"(add|subtract|multiply by) (\d+)", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem: the starting value and the operations to apply in order."""
+
+    start: int
+    ops: tuple[tuple[str, int], ...]  # (op symbol, operand)
+    difficulty: str
+
+    @property
+    def question(self) -> str:
+        clauses = [f"{OP_WORDS[op]} {x}" for op, x in self.ops]
+        text = ", then ".join(clauses)
+        return f"Start with {self.start}. {text[0].upper()}{text[1:]}."
+
+    @property
+    def values(self) -> list[int]:
+        """Running values after each operation (the last one is the answer)."""
+        out, v = [], self.start
+        for op, x in self.ops:
+            v = apply_op(v, op, x)
+            out.append(v)
+        return out
+
+    @property
+    def answer(self) -> str:
+        return str(self.values[-1])
+
+    def to_row(self) -> dict:
+        return {"question": self.question, "answer": self.answer, "difficulty": self.difficulty}
+
+
+def apply_op(value: int, op: str, operand: int) -> int:
+    if op == "+":
+        return value + operand
+    if op == "-":
+        return value - operand
+    if op == "*":
+        return value * operand
+    raise ValueError(f"unknown operation {op!r}")
+
+
+def parse_question(question: str) -> tuple[int, list[tuple[str, int]]]:
+    """Inverse of `Problem.question`; the PRM and refiner read problems back from the text alone."""
+    m = _QUESTION.search(question.strip())
+    if not m:
+        raise ValueError(f"not a synthetic arithmetic question: {question[:80]!r}")
+    ops = [(WORD_OPS[w.lower()], int(x)) for w, x in _CLAUSE.findall(m.group(2))]
+    if not ops:
+        raise ValueError(f"no operations in synthetic question: {question[:80]!r}")
+    return int(m.group(1)), ops
+
+
+def step_text(value: int, op: str, operand: int) -> str:
+    return f"{value} {op} {operand} = {apply_op(value, op, operand)}"
+
+
+def answer_text(answer: int | str) -> str:
+    return f"The answer is \\boxed{{{answer}}}."
+
+
+def solution_steps(start: int, ops: list[tuple[str, int]]) -> list[str]:
+    """The reference solution as a list of steps (one per operation, then the answer)."""
+    steps, v = [], start
+    for op, x in ops:
+        steps.append(step_text(v, op, x))
+        v = apply_op(v, op, x)
+    return steps + [answer_text(v)]
+
+
+def solution(problem: Problem) -> str:
+    return "\n\n".join(solution_steps(problem.start, list(problem.ops)))
+
+
+def random_problem(rng: random.Random, difficulty: str) -> Problem:
+    """Operations keep values non-negative (a subtraction never exceeds the running value)."""
+    if difficulty not in DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; choose from {sorted(DIFFICULTIES)}")
+    start = rng.randint(1, MAX_OPERAND)
+    v, ops = start, []
+    for _ in range(DIFFICULTIES[difficulty]):
+        op = rng.choice("+-*")
+        if op == "-" and v < 1:
+            op = "+"
+        if op == "*":
+            x = rng.randint(2, MAX_FACTOR)
+        elif op == "-":
+            x = rng.randint(1, min(v, MAX_OPERAND))
+        else:
+            x = rng.randint(1, MAX_OPERAND)
+        ops.append((op, x))
+        v = apply_op(v, op, x)
+    return Problem(start, tuple(ops), difficulty)
+
+
+def generate_problems(n: int, seed: int, difficulties: tuple[str, ...] = ("easy", "medium", "hard")):
+    """`n` problems, difficulties cycled in order, fully determined by `seed`."""
+    rng = random.Random(seed)
+    return [random_problem(rng, difficulties[i % len(difficulties)]) for i in range(n)]
+
+
+def generate_split(split: str, n: int, seed: int = 0, difficulties=("easy", "medium", "hard")) -> list[dict]:
+    """Rows {question, answer, difficulty}. Splits use disjoint seed streams; with ~10^5+ distinct
+    problems per difficulty, overlap between a few thousand train and a few hundred val rows is rare."""
+    offsets = {"train": 0, "val": 1_000_003, "test": 2_000_003}
+    if split not in offsets:
+        raise ValueError(f"unknown split {split!r}; choose from {sorted(offsets)}")
+    return [p.to_row() for p in generate_problems(n, seed + offsets[split], tuple(difficulties))]
