@@ -173,3 +173,20 @@ def test_bad_prm_output_and_config_raise():
         Rollout("q", "1", "ab", [1], [(0, 1), (1, 2)], 0.0)
     with pytest.raises(ValueError, match="needs a process reward model"):
         rectify_group([rollout("a", 0.0), rollout("b", 0.0)], prm=None, refiner=FixedRefiner(), tokenize=tokenize, verify=verify)
+
+
+def test_stage_metrics_count_what_happened():
+    from scope_bench.core.rectify import stage_metrics
+
+    groups = [
+        [rollout("s1\n\nBAD", 0.0), rollout("s1\n\ns2\n\nBAD", 0.0)],  # rectified (the typical length: 4 of 7 kept)
+        [rollout("\\boxed{7}", 1.0), rollout("BAD", 0.0)],  # one failure: not gated
+    ]
+    metrics = stage_metrics(run(groups), len(groups))
+    assert metrics == {
+        "groups_total": 2, "groups_gated": 1, "groups_rectified": 1, "groups_skipped": 0,
+        "refiner_failures": 0, "keep_ratio": pytest.approx(4 / 7),
+    }
+    failed = stage_metrics(run(groups[:1], FixedRefiner(suffix="so \\boxed{8}")), 1)
+    assert failed["groups_skipped"] == 1 and failed["refiner_failures"] == 1 and failed["skip/suffix_wrong"] == 1
+    assert stage_metrics(None, 3)["groups_total"] == 3

@@ -204,14 +204,3 @@ def test_missing_pieces_are_named():
         MethodStage(stage="scope", tokenizer=None, verify=verify, prm=StepPRM())
     with pytest.raises(ValueError, match="unknown key"):
         MethodStage(stage="none", tokenizer=None, verify=verify, scope={"tau_typo": 1})
-
-
-def test_stage_metrics_match_the_local_trainer(tokenizer):
-    """Same outcomes, same metric names and values as the local trainer logs."""
-    local = pytest.importorskip("scope_bench.engines.local.trainer")
-    groups = [[Rollout(f"Q{g}", "5", text, list(range(len(text))), [(i, i + 1) for i in range(len(text))], reward)
-               for _, text, reward in ROLLOUTS[g::2]] for g in range(2)]
-    outcomes = rectify_groups(groups, prm=StepPRM(), refiner=AnswerRefiner(error="http_5xx"),
-                              tokenize=lambda s: list(range(len(s))), verify=verify)
-    assert stage_metrics(outcomes, 2) == local._group_metrics(outcomes, 2)
-    assert stage_metrics(None, 2) == local._group_metrics(None, 2)

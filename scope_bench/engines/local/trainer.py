@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,11 +24,7 @@ from scope_bench.core import (
     ScopeConfig,
     grpo_advantages,
     hybrid_loss,
-    prm_shaped_reward,
-    rectify_groups,
     sft_loss,
-    split_steps,
-    verified_prefix_length,
 )
 from scope_bench.core.config import from_dict
 from scope_bench.engines.local import checkpoint as ckpt
@@ -46,9 +40,9 @@ from scope_bench.engines.local.policy import (
     response_logprobs,
 )
 from scope_bench.engines.local.prompt import prompt_text
+from scope_bench.engines.stage import NEAR_MISS_K, Timer, apply_stage, tokenize_with_eos
 from scope_bench.paths import PROJECT_ROOT
 
-NEAR_MISS_K = (1, 2, 3)
 # keys that may change when a run is resumed (they do not change what is trained)
 RESUMABLE_CHANGES = ("resume", "train.steps", "device", "threads", "eval", "checkpoint", "metrics.tensorboard")
 
@@ -69,35 +63,6 @@ class Run:
     val_rows: list[dict]
     scope_cfg: ScopeConfig
     loss_cfg: LossConfig
-
-
-class Timer(dict):
-    """Seconds per stage of a step (`time/<stage>` in the metrics)."""
-
-    @contextmanager
-    def __call__(self, stage: str):
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self[stage] = self.get(stage, 0.0) + time.perf_counter() - start
-
-
-class _Timed:
-    """Times one method of a wrapped object into `timer[stage]` (the SCOPE stage's breakdown)."""
-
-    def __init__(self, inner, method: str, timer: Timer, stage: str):
-        self._inner, self._method, self._timer, self._stage = inner, method, timer, stage
-
-    def __getattr__(self, name):
-        attr = getattr(self._inner, name)
-        if name != self._method:
-            return attr
-
-        def timed(*args, **kwargs):
-            with self._timer(self._stage):
-                return attr(*args, **kwargs)
-        return timed
 
 
 # ----------------------------------------------------------------------------------------- entry
@@ -189,43 +154,17 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
     groups = [[Rollout(rows[g]["question"], rows[g]["answer"], s.text, s.token_ids, s.offsets, outcome[g * n + i])
                for i, s in enumerate(group)] for g, group in enumerate(samples)]
 
-    # 3. the method's stage: what is trained may differ from what was sampled
+    # 3. the method's stage: what is trained may differ from what was sampled; 4. near-miss@k of the
+    # sampled failures (PRM-scored for every method, so methods compare)
+    stage = apply_stage(
+        cfg.stage, groups, prm=run.prm, refiner=run.refiner, tokenize=lambda text: tokenize_with_eos(tok, text),
+        verify=_verify, scope_config=run.scope_cfg, prm_reward=dict(cfg.prm_reward),
+        near_miss=cfg.metrics.near_miss, timer=timer)
     responses = [r.token_ids for group in groups for r in group]
     offpolicy = [[0] * len(ids) for ids in responses]
-    rewards = list(outcome)
-    scores: dict[int, list[float]] = {}  # PRM step scores per flat rollout index (near-miss metrics)
-    stage_metrics = _group_metrics(None, len(groups))
-    if cfg.stage == "scope":
-        with timer("stage"):
-            outcomes = rectify_groups(
-                groups,
-                prm=_Timed(run.prm, "score", timer, "stage/prm") if run.prm else None,
-                refiner=_Timed(run.refiner, "refine", timer, "stage/refiner"),
-                tokenize=lambda text: _tokenize(tok, text, timer), verify=lambda text, gt: _verify(text, gt, timer),
-                config=run.scope_cfg)
-        for g, out in enumerate(outcomes):
-            scores.update({g * n + i: s for i, s in out.step_scores.items()})
-            if out.rectification:
-                j = g * n + out.rectification.index
-                responses[j] = out.rectification.token_ids
-                offpolicy[j] = out.rectification.offpolicy_mask
-                rewards[j] = out.rectification.reward
-        timer["stage/selection"] = timer["stage"] - sum(timer.get(f"stage/{k}", 0.0)
-                                                        for k in ("prm", "refiner", "tokenize", "verify"))
-        stage_metrics = _group_metrics(outcomes, len(groups))
-    elif cfg.stage == "prm_reward":
-        with timer("stage"):
-            flat = [r for group in groups for r in group]
-            step_scores = run.prm.score([r.question for r in flat], [split_steps(r.text) for r in flat])
-            rewards = [prm_shaped_reward(r.reward, s, weight=cfg.prm_reward.weight,
-                                         aggregate=cfg.prm_reward.aggregate) for r, s in zip(flat, step_scores)]
-            scores.update({j: s for j, s in enumerate(step_scores) if flat[j].failed})
-
-    # 4. near-miss@k of the sampled failures (PRM-scored for every method, so methods compare)
-    near_miss = {f"near_miss@{k}": None for k in NEAR_MISS_K}
-    if cfg.metrics.near_miss and run.prm is not None:
-        with timer("near_miss"):
-            near_miss = _near_miss(run, groups, scores)
+    for j, fix in stage.rectifications.items():
+        responses[j], offpolicy[j] = fix.token_ids, fix.offpolicy_mask
+    rewards = stage.rewards
 
     # 5. old log-probs on the batch as trained, then group advantages after the stage
     flat_prompts = [ids for ids in prompt_ids for _ in range(n)]
@@ -244,7 +183,7 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
         "accuracy": sum(outcome) / len(outcome),
         "entropy": entropy,
         "response_length": sum(len(r.token_ids) for g in groups for r in g) / len(outcome),
-        **stage_metrics, **near_miss,
+        **stage.metrics,
         "loss": loss, "lr": _lr(cfg, step),
         **{f"time/{k}": v for k, v in timer.items()},
     }
@@ -257,7 +196,7 @@ def sft_step(run: Run, step: int, rows: list[dict]) -> dict:
     with timer("refiner"):
         results = run.refiner.refine([RefineRequest(r["question"], "", r["answer"]) for r in rows])
     keep = [(row, res.suffix) for row, res in zip(rows, results) if res.ok and _verify(res.suffix, row["answer"])]
-    loss, responses = None, [_tokenize(tok, text.strip(), timer) for _, text in keep]
+    loss, responses = None, [tokenize_with_eos(tok, text.strip()) for _, text in keep]
     if keep:
         prompt_ids = encode_prompts(tok, [prompt_text(tok, row["question"]) for row, _ in keep],
                                     cfg.rollout.max_prompt_tokens)
@@ -360,60 +299,10 @@ def _rewards(texts: list[str], answers: list[str]) -> list[float]:
     return [float(x) for x in math_rewards(texts, answers)]
 
 
-def _verify(text: str, answer: str, timer: Timer | None = None) -> float:
+def _verify(text: str, answer: str) -> float:
     from scope_bench.grading import math_reward
 
-    if timer is None:
-        return float(math_reward(text, answer))
-    with timer("stage/verify"):
-        return float(math_reward(text, answer))
-
-
-def _tokenize(tokenizer, text: str, timer: Timer | None) -> list[int]:
-    """Refiner text as policy tokens, ending with end-of-sequence (the policy must learn to stop)."""
-    start = time.perf_counter()
-    ids = tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if timer is not None:
-        timer["stage/tokenize"] = timer.get("stage/tokenize", 0.0) + time.perf_counter() - start
-    return ids
-
-
-def _group_metrics(outcomes, n_groups: int) -> dict:
-    """Gate/rectify/skip counts (with reasons), refiner failures and keep ratio of the stage."""
-    out = {"groups_total": n_groups, "groups_gated": 0, "groups_rectified": 0, "groups_skipped": 0,
-           "refiner_failures": 0, "keep_ratio": None}
-    if outcomes is None:
-        return out
-    records = [o.record for o in outcomes]
-    reasons = Counter(r.reason for r in records if r.status == "skipped")
-    keep = [r.keep_ratio for r in records if r.status == "rectified" and r.keep_ratio is not None]
-    out.update({
-        "groups_gated": sum(r.status != "not_gated" for r in records),
-        "groups_rectified": sum(r.status == "rectified" for r in records),
-        "groups_skipped": sum(r.status == "skipped" for r in records),
-        "refiner_failures": sum(v for k, v in reasons.items()
-                                if k and (k.startswith("refiner_error") or k in ("suffix_wrong", "prefix_rewritten"))),
-        "keep_ratio": sum(keep) / len(keep) if keep else None,
-        **{f"skip/{k}": v for k, v in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
-    })
-    return out
-
-
-def _near_miss(run: Run, groups, scores: dict[int, list[float]]) -> dict:
-    """near-miss@k: share of failed rollouts whose PRM-verified prefix covers all but at most k steps
-    (a failure with no steps is never a near miss). Scores the stage already computed are reused."""
-    n = run.cfg.rollout.n
-    failed = [(g * n + i, r) for g, group in enumerate(groups) for i, r in enumerate(group) if r.failed]
-    if not failed:
-        return {f"near_miss@{k}": None for k in NEAR_MISS_K}
-    todo = [(j, r, split_steps(r.text)) for j, r in failed if j not in scores]
-    todo = [(j, r, s) for j, r, s in todo if s]
-    if todo:
-        new = run.prm.score([r.question for _, r, _ in todo], [s for _, _, s in todo])
-        scores = {**scores, **{j: s for (j, _, _), s in zip(todo, new)}}
-    gaps = [len(scores[j]) - verified_prefix_length(scores[j], run.scope_cfg.tau) if scores.get(j) else None
-            for j, _ in failed]
-    return {f"near_miss@{k}": sum(g is not None and g <= k for g in gaps) / len(failed) for k in NEAR_MISS_K}
+    return float(math_reward(text, answer))
 
 
 def _postfix(metrics: dict) -> dict:
