@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 import torch
 
-from scope_bench.core import LossConfig, grpo_advantages, hybrid_loss, prm_shaped_reward, sft_loss, shaped_weight
+from scope_bench.core import (
+    LossConfig,
+    grpo_advantages,
+    hybrid_loss,
+    prm_shaped_reward,
+    sft_loss,
+    shaped_weight,
+)
 
 torch.set_num_threads(1)
 

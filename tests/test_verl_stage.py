@@ -15,9 +15,7 @@ from verl import DataProto
 from verl.utils.model import compute_position_id_with_mask
 
 from scope_bench.core.interfaces import RefineResult
-from scope_bench.core.rectify import Rollout, rectify_groups
 from scope_bench.engines.verl.stage import MethodStage
-from scope_bench.core.rectify import stage_metrics
 
 torch.set_num_threads(1)
 P, R = 6, 96
