@@ -40,6 +40,9 @@ def register(subparsers) -> None:
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    from scope_bench.engines.verl.launch import add_arguments as add_verl_arguments  # light: no verl import
+
+    add_verl_arguments(p)
     p.set_defaults(func=run)
 
 
