@@ -173,6 +173,7 @@ def test_verl_backend_is_delegated(monkeypatch):
     seen = []
     fake = types.ModuleType("scope_bench.engines.verl.launch")
     fake.run = lambda args: seen.append((args.method, args.overrides)) or 0
+    fake.add_arguments = lambda parser: None  # the verl-only flags; none needed here
     monkeypatch.setitem(sys.modules, "scope_bench.engines.verl.launch", fake)
     assert main(["train", "--method", "scope", "--backend", "verl", "trainer.total_epochs=1"]) == 0
     assert seen == [("scope", ["trainer.total_epochs=1"])]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scope_bench.eval.tasks import Task
+from scope_bench.io import read_rows
 
 
 class NoLocalCopy(FileNotFoundError):
@@ -38,38 +39,6 @@ def fingerprint(problems: list[Problem]) -> str:
 
 
 # ---------------------------------------------------------------- reading rows
-
-def _read_rows(path: Path, split: str | None) -> list[dict[str, Any]]:
-    if not path.exists():
-        raise FileNotFoundError(f"data file {path} does not exist")
-    if path.is_dir():
-        import datasets
-
-        data = datasets.load_from_disk(str(path))
-        if isinstance(data, datasets.DatasetDict):
-            if split is None or split not in data:
-                raise ValueError(f"{path}: choose a split with `split:` (has {sorted(data)}), got {split!r}")
-            data = data[split]
-        return data.to_list()
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pylist()
-    if path.suffix == ".jsonl":
-        rows = []
-        with path.open() as f:
-            for i, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise ValueError(f"{path}:{i}: not valid JSON ({err})") from None
-        return rows
-    if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        return data if isinstance(data, list) else data[split or "test"]
-    raise ValueError(f"{path}: unsupported data format (use .jsonl, .json, .parquet or a save_to_disk folder)")
-
 
 def _read_hub(spec: dict[str, Any]) -> list[dict[str, Any]]:
     import datasets
@@ -205,14 +174,14 @@ def load_problems(task: Task, data_dir: str | Path | None = None,
     """
     if path is not None:
         source = dict(task.local or {}, path=str(path))  # keeps split/data_source filters
-        rows, origin = _read_rows(Path(path), source.get("split")), str(path)
+        rows, origin = read_rows(Path(path), source.get("split")), str(path)
     elif data_dir is not None:
         if not task.local:
             raise NoLocalCopy(f"task '{task.name}' has no local copy under --data-dir (Hub only: "
                                     f"{(task.hub or {}).get('path')}); pass --data {task.name}=PATH to run it")
         source = task.local
         file = Path(data_dir) / source["path"]
-        rows, origin = _read_rows(file, source.get("split")), str(file)
+        rows, origin = read_rows(file, source.get("split")), str(file)
     else:
         source = task.hub
         if not source:

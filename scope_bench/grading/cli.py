@@ -15,6 +15,8 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from scope_bench.io import read_rows
+
 CHUNK = 512
 
 
@@ -45,27 +47,6 @@ def field(row: dict, path: str, where: str):
             raise ValueError(f"{where}: no field {path!r} (has {sorted(row)})")
         value = value[key]
     return value
-
-
-def read_rows(path: Path) -> list[dict]:
-    """Rows of a .jsonl or .parquet file as dicts."""
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.suffix == ".parquet":
-        import pandas as pd
-
-        return pd.read_parquet(path).to_dict(orient="records")
-    if path.suffix not in (".jsonl", ".json"):
-        raise ValueError(f"{path}: expected a .jsonl or .parquet file")
-    rows = []
-    with path.open() as f:
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}:{n}: not JSON ({err})") from None
-    return rows
 
 
 def _kind(row: dict, args) -> str:

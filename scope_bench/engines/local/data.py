@@ -7,10 +7,9 @@ resumed run sees exactly the batches an uninterrupted one would.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
+
+from scope_bench.io import read_rows
 
 QUESTION_KEYS = ("question", "problem", "prompt")
 ANSWER_KEYS = ("answer", "ground_truth", "final_answer", "reward_model")  # reward_model: verl parquet
@@ -23,42 +22,11 @@ def load_rows(source: str, *, split: str, n: int | None, seed: int, cfg_data) ->
 
         return generate_split("train" if split == "train" else "val", n, seed=seed,
                               difficulties=tuple(cfg_data.difficulties))
-    path = Path(source)
-    if path.suffix in (".parquet", ".jsonl", ".json"):
-        if not path.exists():
-            raise FileNotFoundError(f"data file {path} not found")
-        raw = _read_file(path)
-    elif path.exists() or "/" not in source or source.startswith((".", "/")):
-        raise FileNotFoundError(f"data {source!r}: not a .parquet/.jsonl/.json file nor a dataset id")
-    else:
-        import datasets
-
-        raw = list(datasets.load_dataset(source, split=split))
+    raw = read_rows(source, split)
     rows = [_normalise(row, i, source, cfg_data) for i, row in enumerate(raw)]
     if not rows:
         raise ValueError(f"data {source}: no rows")
     return rows[:n] if n else rows
-
-
-def _read_file(path: Path) -> list[dict]:
-    if path.suffix == ".parquet":
-        import pandas as pd
-
-        return pd.read_parquet(path).to_dict("records")
-    if path.suffix == ".json":
-        data = json.loads(path.read_text())
-        if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of rows")
-        return data
-    rows = []
-    with open(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as err:
-                    raise ValueError(f"{path}: line {line_no} is not valid JSON ({err.msg})") from None
-    return rows
 
 
 def _normalise(row, i: int, source: str, cfg_data) -> dict:

@@ -17,6 +17,8 @@ import argparse
 import re
 from pathlib import Path
 
+from scope_bench.io import read_rows
+
 PRESETS = {
     # MATH (Hendrycks) levels 3-5, the paper's training set; the answer is the solution's last \boxed{}
     "math-l3to5": {"dataset": "DigitalLearningGmbH/MATH-lighteval", "split": "train", "question_field": "problem",
@@ -76,29 +78,6 @@ def run(args) -> int:
     note = f"; skipped {len(skipped)} rows without an answer (first: row {skipped[0]})" if skipped else ""
     print(f"wrote {len(records)} rows to {path}{note}")
     return 0
-
-
-def read_rows(dataset: str, split: str, config: str | None = None) -> list[dict]:
-    """Rows of a local file or folder, or of a Hub dataset split, as dicts."""
-    import datasets
-
-    path = Path(dataset).expanduser()
-    kinds = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
-    if path.is_dir():
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if split not in loaded:
-                raise ValueError(f"{path} has splits {sorted(loaded)}, not {split!r} (use --split)")
-            loaded = loaded[split]
-    elif path.suffix in kinds:
-        if not path.exists():
-            raise FileNotFoundError(f"dataset file {path} not found")
-        loaded = datasets.load_dataset(kinds[path.suffix], data_files=str(path), split="train")
-    elif path.suffix:
-        raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use {', '.join(kinds)}")
-    else:
-        loaded = datasets.load_dataset(dataset, config, split=split)
-    return loaded.to_list()
 
 
 def to_verl_rows(rows: list[dict], *, where: str, split: str, question_field=None, answer_field=None,
