@@ -73,7 +73,7 @@ def plot_benchmark_bars(scores: dict[str, dict[str, float | None]], tasks: list[
                             fontsize=7, xytext=(0, 1), textcoords="offset points")
     ax.set_xticks(x, [headers.get(t, t) for t in tasks])
     top = max([v for s in scores.values() for v in s.values() if v is not None], default=1.0)
-    ax.set_ylim(0, top * 1.25)  # head room for the legend and value labels
+    ax.set_ylim(0, max(top, 1.0) * 1.25)  # head room for the legend and value labels (all-zero scores too)
     ax.set_ylabel("accuracy (%)")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)

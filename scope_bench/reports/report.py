@@ -38,14 +38,19 @@ def diversity_tasks(spec) -> list[str]:
 def build_tables(evals, trains, *, reference: bool = True, diversity_task="aime24",
                  backbone: str | None = None, progress: bool = False):
     """The report's tables (in order), the per-prompt diversity behind Table 4 as
-    ``{task: {label: {prompt: metrics}}}``, and the main backbone."""
+    ``{task: {label: {prompt: metrics}}}``, and the main backbone. Tables 1-3 appear when a run measured
+    one of the paper's benchmarks or the paper's numbers are shown; tasks outside them (the demo's
+    synthetic task) get their own "Other tasks" table."""
     main = backbone if backbone is not None else T.main_backbone(evals)
     out = []
-    if evals or reference:
+    paper_tasks = {*T.ID_TASKS, *T.OOD_TASKS}
+    if reference or any(paper_tasks & set(r.summary["tasks"]) for r in evals):
         out.append(T.table1(evals, reference, main))
         if reference or any(r.backbone != main for r in evals):
             out.append(T.table2(evals, reference, main))
         out.append(T.table3(evals, reference, main))
+    if T.other_tasks([r for r in evals if r.backbone == main]):  # e.g. the demo's synthetic task
+        out.append(T.other_tasks_table(evals, main))
     per_prompt = {}
     for task in diversity_tasks(diversity_task):
         rows, per_prompt[task] = T.diversity_rows([r for r in evals if r.backbone == main], task, progress)
@@ -153,6 +158,10 @@ def _plots(evals, trains, tables, main, fig_dir: Path) -> list[Path]:
             if scores:
                 title = "In-distribution" if name == "bars_id" else "Out-of-distribution"
                 paths += P.plot_benchmark_bars(scores, list(tasks), T.HEADERS, fig_dir / name, title)
+    for other in (t for t in tables if t.key == "other"):
+        scores = {r.name: r.cells for _, rows in other.blocks[0].sections for r in rows}
+        if scores:
+            paths += P.plot_benchmark_bars(scores, other.columns, T.HEADERS, fig_dir / "bars_other", "Other tasks")
     if trains:
         groups = group_by_label(trains)
         paths += P.plot_dynamics(groups, fig_dir / "training_dynamics")

@@ -32,6 +32,9 @@ MISSING_NOTE = "Missing cells (not run, or an average over an incomplete group) 
 TABLE4_NOTE = ("distinct-n over whitespace tokens pooled across a prompt's samples; 1-self-bleu with sacrebleu "
                "sentence BLEU; 1-self-rouge with ROUGE-L F1 over pairs; div-score = mean of distinct-1, "
                "distinct-4, 1-self-bleu, 1-self-rouge.")
+OTHER_NOTE = ("Tasks outside the paper's benchmarks. First column of a task: its metric as each run's summary "
+              "reports it (pass@1 = mean accuracy over the samples); pass@k: the unbiased estimator over the k "
+              "samples drawn per problem.")
 TRAINING_NOTE = ("val_accuracy and near_miss@1 are fractions (0-1); bold: highest reward and validation "
                  "accuracy, lowest near-miss@1.")
 
@@ -168,6 +171,35 @@ def table3(runs: list[EvalRun], reference: bool = True, backbone: str | None = N
         blocks += _reference_block("table3")
     return Table("table3", "Table 3. Ablation on refinement strategies: in-distribution accuracy (%)",
                  columns, blocks, notes=["Runs of methods " + ", ".join(ABLATION_METHODS) + ".", MISSING_NOTE])
+
+
+def other_tasks(runs: list[EvalRun]) -> list[str]:
+    """Tasks the runs measured that are not among the paper's columns, in order of first appearance."""
+    paper = {*ID_TASKS, *OOD_TASKS}
+    return list(dict.fromkeys(t for r in runs for t in r.summary["tasks"] if t not in paper))
+
+
+def other_tasks_table(runs: list[EvalRun], backbone: str | None = None) -> Table:
+    """Measured scores on tasks outside Table 1 (e.g. the synthetic task of `scope-bench demo`): per
+    task, its own metric as the summaries report it, and pass@k at the largest k that every run drew."""
+    runs = [r for r in runs if r.backbone == backbone]
+    specs = []  # (column, task, k): k None = the task's own score
+    for task in other_tasks(runs):
+        entries = [r.summary["tasks"][task] for r in runs if task in r.summary["tasks"]]
+        metrics = {e.get("metric") for e in entries}
+        specs.append((f"{task} {metrics.pop()}" if len(metrics) == 1 and None not in metrics else task, task, None))
+        k = min(int(e.get("samples_per_problem") or 1) for e in entries)
+        if k > 1:
+            specs.append((f"{task} pass@{k}", task, k))
+    rows = []
+    for label, group in _by_label(runs).items():
+        cells = {col: _mean([r.score(task) if k is None else r.pass_at(task, k) for r in group])
+                 for col, task, k in specs}
+        if any(v is not None for v in cells.values()):
+            rows.append(Row(label if len(group) == 1 else f"{label} (mean of {len(group)} runs)", cells))
+    return Table("other", "Other tasks: measured accuracy (%)", [c for c, _, _ in specs],
+                 [Block("Measured" + (f" ({backbone})" if backbone else ""), [(None, rows)])],
+                 notes=[OTHER_NOTE, MISSING_NOTE])
 
 
 def diversity_rows(runs: list[EvalRun], task: str, progress: bool = False) -> tuple[list[Row], dict]:

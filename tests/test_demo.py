@@ -1,0 +1,166 @@
+"""`scope-bench demo --quick`: the whole main job (eval set, training of GRPO and SCOPE, evaluation,
+report) at a smoke budget, with every table and figure checked, and a rerun that reuses everything."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from scope_bench.cli import main
+
+TABLES = ("other", "table4-synthetic", "training")
+FIGURES = {"bars_other": "bars", "training_dynamics": "dynamics", "near_miss": "near_miss",
+           "diversity_quality-synthetic": "diversity"}
+
+
+def demo(tmp, *extra) -> int:
+    return main(["demo", "--quick", "--threads", "1", "--out", str(tmp / "report"), "--runs", str(tmp / "runs"),
+                 *extra])
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    torch.set_num_threads(1)
+    tmp = tmp_path_factory.mktemp("demo")
+    assert demo(tmp) == 0
+    return tmp
+
+
+def summary(tmp, name: str) -> dict:
+    (path,) = (tmp / "runs" / "eval").glob(f"*/{name}/summary.json")
+    return json.loads(path.read_text())
+
+
+def test_every_table_is_written_in_both_formats(quick):
+    report = quick / "report"
+    for key in TABLES:
+        assert (report / "tables" / f"{key}.md").read_text().strip(), key
+        assert "\\begin{tabular}" in (report / "tables" / f"{key}.tex").read_text(), key
+    md = (report / "report.md").read_text()
+    assert "Table 1." not in md and "(paper)" not in md  # no paper benchmark was run
+    tex = (report / "report.tex").read_text()
+    assert tex.count("\\begin{table}") == len(TABLES) and tex.rstrip().endswith("\\end{document}")
+
+
+def test_other_tasks_table_holds_the_measured_scores(quick):
+    other = (quick / "report" / "tables" / "other.md").read_text()
+    assert "synthetic pass@1" in other and "synthetic pass@4" in other  # --quick draws 4 samples
+    for label, name in (("Initial model", "start"), ("GRPO", "grpo-seed0-step2"), ("SCOPE", "scope-seed0-step2")):
+        task = summary(quick, name)["tasks"]["synthetic"]
+        assert task["n_problems"] == 4 and task["samples_per_problem"] == 4
+        row = next(line for line in other.splitlines() if line.startswith(f"| {label} |"))
+        cells = [c.strip("* ") for c in row.split("|")[2:4]]
+        assert cells == [f"{task['pass@k']['1']:.1f}", f"{task['pass@k']['4']:.1f}"]
+
+
+def test_training_ran_both_methods_from_the_same_start(quick):
+    runs = quick / "runs" / "train"
+    rows = {m: [json.loads(x) for x in (runs / f"{m}-seed0" / "metrics.jsonl").read_text().splitlines()]
+            for m in ("grpo", "scope")}
+    assert [r["step"] for r in rows["grpo"]] == [r["step"] for r in rows["scope"]] == [1, 2]
+    # a random-init model fails everything: SCOPE rectifies every group, GRPO never does
+    assert all(r["groups_rectified"] == r["groups_total"] for r in rows["scope"])
+    assert all(r["groups_rectified"] == 0 for r in rows["grpo"])
+    assert all((runs / f"{m}-seed0" / "final" / "config.json").exists() for m in rows)
+    from scope_bench.synthetic import tiny_model  # --quick: no warm start, the trainer's random-init model
+
+    assert summary(quick, "start")["checkpoint"] == str(tiny_model())
+
+
+def test_eval_set_is_held_out_from_training(quick):
+    from scope_bench.synthetic import generate_split
+
+    (data,) = (quick / "runs" / "data").glob("synthetic-*.jsonl")
+    rows = [json.loads(x) for x in data.read_text().splitlines()]
+    assert len(rows) == len({r["id"] for r in rows}) == len({r["question"] for r in rows}) == 500
+    seen = {r["question"] for split, n in (("train", 16), ("val", 4)) for r in generate_split(split, n, seed=0)}
+    assert not seen & {r["question"] for r in rows}
+
+
+def test_plots_are_non_blank_images_of_the_expected_size(quick):
+    from PIL import Image
+
+    from scope_bench.reports.plots import expected_size
+
+    figures = quick / "report" / "figures"
+    assert {p.stem for p in figures.glob("*.png")} == set(FIGURES)
+    for stem, kind in FIGURES.items():
+        png = figures / f"{stem}.png"
+        img = np.asarray(Image.open(png).convert("RGB"))
+        assert img.shape[1::-1] == expected_size(kind), stem
+        non_white = (img < 250).any(axis=2).mean()
+        colored = (np.ptp(img.astype(int), axis=2) > 60).mean()  # saturated pixels: bars, curves, dots
+        assert non_white > 0.02 and colored > 0.0005, (stem, non_white, colored)
+        assert (figures / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+
+
+def test_rerun_reuses_training_and_samples(quick, capsys):
+    capsys.readouterr()
+    results = sorted((quick / "runs" / "eval").glob("*/*/results.jsonl"))
+    before = {p: p.read_text() for p in results}
+    metrics = {p: p.read_text() for p in (quick / "runs" / "train").glob("*/metrics.jsonl")}
+    assert demo(quick) == 0
+    out = capsys.readouterr().out
+    assert out.count("(finished: reused)") == 2
+    assert {p: p.read_text() for p in results} == before  # no sample drawn again
+    assert {p: p.read_text() for p in metrics} == metrics
+    assert "GRPO" in out and "SCOPE" in out and "report.md" in out
+
+
+def test_bad_arguments_fail_before_any_work(tmp_path, capsys):
+    assert demo(tmp_path, "--set", "train.nope=1") == 2
+    assert "train.nope" in capsys.readouterr().err
+    assert demo(tmp_path, "--seeds", "a,b") == 2
+    assert "--seeds" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_more_steps_resume_the_finished_runs_and_fewer_are_refused(tmp_path, capsys):
+    torch.set_num_threads(1)
+    small = ("--methods", "scope", "--samples", "2")  # its own runs: a run dir cannot move (config.yaml names it)
+    assert demo(tmp_path, *small) == 0
+    assert demo(tmp_path, *small, "--steps", "1") == 2
+    assert "already trained 2 steps" in capsys.readouterr().err
+    assert demo(tmp_path, *small, "--steps", "3") == 0
+    assert "(resuming after step 2)" in capsys.readouterr().out
+    metrics = (tmp_path / "runs" / "train" / "scope-seed0" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in metrics] == [1, 2, 3]
+    assert summary(tmp_path, "scope-seed0-step3")["tasks"]["synthetic"]["n_problems"] == 4
+
+
+def test_other_tasks_table_means_runs_of_a_label_and_skips_paper_tasks(tmp_path):
+    from scope_bench.reports import tables as T
+    from scope_bench.reports.runs import EvalRun
+
+    def run(label, score, k, passes, extra=None):
+        tasks = {"toy": {"metric": "pass@1", "score": score, "samples_per_problem": k, "pass@k": passes},
+                 "aime24": {"metric": "avg@32", "score": 9.0}, **(extra or {})}
+        return EvalRun(tmp_path, label, None, None, {"tasks": tasks})
+
+    runs = [run("A", 10.0, 8, {"1": 10.0, "4": 30.0, "8": 50.0}), run("A", 20.0, 4, {"1": 20.0, "4": 40.0}),
+            run("B", 5.0, 4, {"1": 5.0, "4": 7.0}, {"other": {"metric": "avg@4", "score": 1.0}})]
+    table = T.other_tasks_table(runs)
+    assert T.other_tasks(runs) == ["toy", "other"]
+    assert table.columns == ["toy pass@1", "toy pass@4", "other avg@4"]  # k: the largest every run drew
+    rows = {r.name: r.cells for r in table.blocks[0].sections[0][1]}
+    assert rows["A (mean of 2 runs)"] == {"toy pass@1": 15.0, "toy pass@4": 35.0, "other avg@4": None}
+    assert rows["B"] == {"toy pass@1": 5.0, "toy pass@4": 7.0, "other avg@4": 1.0}
+    assert "| A (mean of 2 runs) | **15.0** | **35.0** | — |" in T.to_markdown(table)
+
+
+def test_eval_set_leaves_out_the_warm_start_problems_and_is_named_by_content(tmp_path):
+    from scope_bench.demo import write_eval_set
+    from scope_bench.engines.local import load_train_config
+    from scope_bench.synthetic import generate_problems
+
+    cfg = load_train_config("grpo", ["model.warm_start_steps=50", "data.n_train=16", "data.n_val=4"])
+    path = write_eval_set(tmp_path, [cfg])
+    questions = {json.loads(x)["question"] for x in path.read_text().splitlines()}
+    sft = {p.question for p in generate_problems(50 * 32, 7)}  # what the 50-step warm start trained on
+    assert len(questions) == 500 and not questions & sft
+    cold = write_eval_set(tmp_path, [load_train_config("grpo", ["model.warm_start_steps=0", "data.n_train=16",
+                                                                 "data.n_val=4"])])
+    assert cold != path and write_eval_set(tmp_path, [cfg]) == path  # same settings, same file
