@@ -43,6 +43,8 @@ _EXPORTS = {
     "VLLMPoolingPRM": "scope_bench.engines.prm",
     "load_train_config": "scope_bench.engines.local",
     "train": "scope_bench.engines.local",
+    "run_demo": "scope_bench.demo",
+    "Budget": "scope_bench.demo",
 }
 
 
