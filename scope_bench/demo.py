@@ -29,7 +29,6 @@ METHOD_NAMES = {"grpo": "GRPO", "scope": "SCOPE", "replace": "Replace Entire Rol
 START_LABEL = "Warm start"
 EVAL_SET_SIZE = 500  # rows written; --eval-problems takes the first N, so it can change between reruns
 EVAL_SEED = 0
-WARM_START_SEED, WARM_START_BATCH = 0, 32  # warm_start_model's defaults, which the trainer uses
 # The demo's budget on top of each method's config (trainers/*.yaml), a quarter of the configs' 60
 # steps of 16 prompts, so that the whole main job stays within minutes on 2 CPU cores.
 DEMO_OVERRIDES = ("train.steps=30", "train.batch_size=8", "eval.every=5")
@@ -129,7 +128,7 @@ def run_demo(budget: Budget | None = None, *, out: str | Path | None = None, run
     steps = steps.pop()
 
     _stage(1, "held-out eval set")
-    data = write_eval_set(runs / "data", list(configs.values()))
+    data = write_eval_set(runs / "data")
     print(f"  {data} ({EVAL_SET_SIZE} problems, first {budget.eval_problems} evaluated)")
 
     _stage(2, "starting checkpoint")
@@ -173,31 +172,13 @@ def _stage(n: int, text: str) -> None:
     print(f"[demo {n}/5] {text}", flush=True)
 
 
-def write_eval_set(folder: Path, configs) -> Path:
-    """The held-out problems as JSONL: the synthetic "test" stream, minus any question seen in training
-    (the runs' training and validation splits, and the warm start's SFT problems: the seed streams are
-    disjoint only with high probability, and easy problems repeat often among 25k SFT problems), each
-    question once.
-    The file is named by its content, so eval results are never mixed across different sets."""
-    from scope_bench.synthetic import generate_problems, generate_split
+def write_eval_set(folder: Path) -> Path:
+    """The held-out problems as JSONL: the synthetic "test" split, which no training split and no warm
+    start ever draws from (`synthetic.split_of`), each question once. The file is named by its
+    content, so eval results are never mixed across different sets."""
+    from scope_bench.synthetic import generate_split
 
-    seen = set()
-    for cfg in configs:
-        diffs = tuple(cfg.data.difficulties)
-        for split, n in (("train", cfg.data.n_train), ("val", cfg.data.n_val)):
-            seen.update(r["question"] for r in generate_split(split, n, seed=cfg.seed, difficulties=diffs))
-        if cfg.model.warm_start_steps and not cfg.model.path:
-            # as scope_bench.synthetic.model.sft_warm_start draws them (seed 0 + 7, batch size 32)
-            seen.update(p.question for p in generate_problems(cfg.model.warm_start_steps * WARM_START_BATCH,
-                                                              WARM_START_SEED + 7))
-    rows, n = [], EVAL_SET_SIZE
-    while len(rows) < EVAL_SET_SIZE:  # draw more when some were dropped, keeping the order stable
-        rows, taken = [], set(seen)
-        for row in generate_split("test", n, seed=EVAL_SEED):
-            if row["question"] not in taken and len(rows) < EVAL_SET_SIZE:  # also no repeats within the set
-                rows.append(row)
-                taken.add(row["question"])
-        n += EVAL_SET_SIZE // 2
+    rows = generate_split("test", EVAL_SET_SIZE, seed=EVAL_SEED)
     text = "".join(json.dumps({"id": f"{TASK}-{i}", **r}) + "\n" for i, r in enumerate(rows))
     path = folder / f"{TASK}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.jsonl"
     if not path.exists():

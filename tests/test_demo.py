@@ -151,16 +151,12 @@ def test_other_tasks_table_means_runs_of_a_label_and_skips_paper_tasks(tmp_path)
     assert "| A (mean of 2 runs) | **15.0** | **35.0** | — |" in T.to_markdown(table)
 
 
-def test_eval_set_leaves_out_the_warm_start_problems_and_is_named_by_content(tmp_path):
+def test_eval_set_is_the_held_out_test_split_named_by_content(tmp_path):
     from scope_bench.demo import write_eval_set
-    from scope_bench.engines.local import load_train_config
-    from scope_bench.synthetic import generate_problems
+    from scope_bench.synthetic import split_of
 
-    cfg = load_train_config("grpo", ["model.warm_start_steps=50", "data.n_train=16", "data.n_val=4"])
-    path = write_eval_set(tmp_path, [cfg])
-    questions = {json.loads(x)["question"] for x in path.read_text().splitlines()}
-    sft = {p.question for p in generate_problems(50 * 32, 7)}  # what the 50-step warm start trained on
-    assert len(questions) == 500 and not questions & sft
-    cold = write_eval_set(tmp_path, [load_train_config("grpo", ["model.warm_start_steps=0", "data.n_train=16",
-                                                                 "data.n_val=4"])])
-    assert cold != path and write_eval_set(tmp_path, [cfg]) == path  # same settings, same file
+    path = write_eval_set(tmp_path)
+    questions = [json.loads(x)["question"] for x in path.read_text().splitlines()]
+    assert len(questions) == len(set(questions)) == 500
+    assert {split_of(q) for q in questions} == {"test"}
+    assert write_eval_set(tmp_path) == path  # same content, same file

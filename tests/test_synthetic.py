@@ -170,3 +170,19 @@ def test_tiny_model_loads_like_a_checkpoint(tmp_path):
     ids = tok("7 + 5 = 12\n\nThe answer is \\boxed{12}.", add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == "7 + 5 = 12\n\nThe answer is \\boxed{12}."
     assert model.config.eos_token_id == tok.eos_token_id == tok.convert_tokens_to_ids("<|im_end|>")
+
+
+def test_splits_are_disjoint_by_construction():
+    """No validation or test problem is ever trained on, the SFT warm start's problems included."""
+    from scope_bench.synthetic import generate_split, split_of, split_problems
+
+    train = {r["question"] for r in generate_split("train", 3000, seed=0)}
+    warm = {p.question for p in split_problems("train", 3000, seed=7)}  # as the warm start draws them
+    val = [r["question"] for r in generate_split("val", 300, seed=0)]
+    test = [r["question"] for r in generate_split("test", 300, seed=0)]
+    assert not (train | warm) & (set(val) | set(test)) and not set(val) & set(test)
+    assert len(set(val)) == len(val) and len(set(test)) == len(test)  # held-out splits never repeat
+    assert {split_of(q) for q in val} == {"val"}
+    assert [r["difficulty"] for r in generate_split("val", 6)] == ["easy", "medium", "hard"] * 2
+    with pytest.raises(ValueError, match="unknown split"):
+        generate_split("dev", 3)

@@ -3,7 +3,15 @@ a tiny model + tokenizer built offline (`build_tiny_model`, `warm_start_model`).
 
 from scope_bench.synthetic.prm import RuleBasedPRM, check_steps
 from scope_bench.synthetic.refiner import ProgrammaticRefiner
-from scope_bench.synthetic.task import Problem, generate_problems, generate_split, parse_question, solution
+from scope_bench.synthetic.task import (
+    Problem,
+    generate_problems,
+    generate_split,
+    parse_question,
+    solution,
+    split_of,
+    split_problems,
+)
 
 
 def build_tiny_model(out_dir, seed: int = 0, **overrides):
@@ -27,4 +35,4 @@ def warm_start_model(steps: int = 800, seed: int = 0, cache_dir=None, **kwargs):
 
 
 __all__ = ["Problem", "ProgrammaticRefiner", "RuleBasedPRM", "build_tiny_model", "check_steps",
-           "generate_problems", "generate_split", "parse_question", "solution", "tiny_model", "warm_start_model"]
+           "generate_problems", "generate_split", "parse_question", "solution", "split_of", "split_problems", "tiny_model", "warm_start_model"]

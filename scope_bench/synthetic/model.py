@@ -18,7 +18,7 @@ import tempfile
 from pathlib import Path
 
 from scope_bench.paths import CACHE_DIR
-from scope_bench.synthetic.task import generate_problems, solution
+from scope_bench.synthetic.task import generate_problems, solution, split_problems
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -92,7 +92,7 @@ def tiny_model(seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Pat
 def warm_start_model(steps: int = 800, seed: int = 0, cache_dir: str | os.PathLike | None = None,
                      batch_size: int = 32, lr: float = 1e-3, threads: int | None = None) -> Path:
     """The tiny model after `steps` of SFT on reference solutions (cached; ~3-4 min on 2 cores)."""
-    key = _key({"kind": "warm", "seed": seed, "steps": steps, "bs": batch_size, "lr": lr,
+    key = _key({"kind": "warm", "data": "hash-split", "seed": seed, "steps": steps, "bs": batch_size, "lr": lr,
                 "arch": TINY, "vocab": VOCAB_SIZE})
     base = tiny_model(seed, cache_dir)
     return _cached(Path(cache_dir or CACHE_DIR) / "synthetic" / f"warm-{key}",
@@ -115,7 +115,7 @@ def sft_warm_start(model_dir, out_dir, *, steps: int, seed: int = 0, batch_size:
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32)
     model.train()
-    problems = generate_problems(steps * batch_size, seed + 7)  # the trainer's train split uses `seed`
+    problems = split_problems("train", steps * batch_size, seed + 7)  # never a val/test problem
     rng = random.Random(seed)
     rng.shuffle(problems)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)

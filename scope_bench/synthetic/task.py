@@ -18,6 +18,7 @@ many nearly right: the regime SCOPE is built for.
 
 from __future__ import annotations
 
+import hashlib
 import random
 import re
 from dataclasses import dataclass
@@ -129,15 +130,35 @@ def random_problem(rng: random.Random, difficulty: str) -> Problem:
 
 
 def generate_problems(n: int, seed: int, difficulties: tuple[str, ...] = ("easy", "medium", "hard")):
-    """`n` problems, difficulties cycled in order, fully determined by `seed`."""
+    """`n` problems, difficulties cycled in order, fully determined by `seed` (any split)."""
     rng = random.Random(seed)
     return [random_problem(rng, difficulties[i % len(difficulties)]) for i in range(n)]
 
 
+SPLITS = {"train": (0, 80), "val": (80, 90), "test": (90, 100)}  # percent buckets of the problem space
+_SEED_OFFSETS = {"train": 0, "val": 1_000_003, "test": 2_000_003}
+
+
+def split_of(question: str) -> str:
+    """The split a question belongs to, by a stable hash of its text: splits are disjoint by
+    construction, so no validation or test problem is ever trained on (the SFT warm start included)."""
+    bucket = int(hashlib.sha256(question.encode()).hexdigest(), 16) % 100
+    return next(name for name, (lo, hi) in SPLITS.items() if lo <= bucket < hi)
+
+
+def split_problems(split: str, n: int, seed: int = 0, difficulties=("easy", "medium", "hard")) -> list[Problem]:
+    """`n` problems of `split`, difficulties cycled in order; held-out splits never repeat a question."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {sorted(SPLITS)}")
+    rng, out, seen = random.Random(seed + _SEED_OFFSETS[split]), [], set()
+    while len(out) < n:
+        problem = random_problem(rng, difficulties[len(out) % len(difficulties)])
+        if split_of(problem.question) == split and (split == "train" or problem.question not in seen):
+            out.append(problem)
+            seen.add(problem.question)
+    return out
+
+
 def generate_split(split: str, n: int, seed: int = 0, difficulties=("easy", "medium", "hard")) -> list[dict]:
-    """Rows {question, answer, difficulty}. Splits use disjoint seed streams; with ~10^5+ distinct
-    problems per difficulty, overlap between a few thousand train and a few hundred val rows is rare."""
-    offsets = {"train": 0, "val": 1_000_003, "test": 2_000_003}
-    if split not in offsets:
-        raise ValueError(f"unknown split {split!r}; choose from {sorted(offsets)}")
-    return [p.to_row() for p in generate_problems(n, seed + offsets[split], tuple(difficulties))]
+    """Rows {question, answer, difficulty} of `split` (see `split_of`)."""
+    return [p.to_row() for p in split_problems(split, n, seed, tuple(difficulties))]
