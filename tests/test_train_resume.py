@@ -72,3 +72,12 @@ def test_resume_refuses_a_changed_config(tiny, tmp_path):
         train(load_train_config("grpo", overrides(tiny, run_dir, "train.steps=2", "resume=true", "rollout.n=2")))
     run_dir = train(load_train_config("grpo", overrides(tiny, run_dir, "train.steps=2", "resume=true")))
     assert [json.loads(x)["step"] for x in (run_dir / "metrics.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_resume_refuses_another_starting_checkpoint(tmp_path):
+    from scope_bench.engines.local.trainer import _check_start
+
+    _check_start(tmp_path, "/models/warm-a")
+    _check_start(tmp_path, "/models/warm-a")  # same start: fine
+    with pytest.raises(ValueError, match="started from /models/warm-a"):
+        _check_start(tmp_path, "/models/warm-b")

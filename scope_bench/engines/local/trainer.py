@@ -116,7 +116,9 @@ def setup(cfg: DictConfig) -> Run:
         seed=cfg.seed, cfg_data=cfg.data)
     device = resolve_device(cfg.device)
     latest = ckpt.latest_checkpoint(run_dir) if cfg.resume else None
-    model, tokenizer = load_policy(latest or _model_path(cfg), device, cfg.model.dtype)
+    start = _model_path(cfg)
+    _check_start(run_dir, start)
+    model, tokenizer = load_policy(latest or start, device, cfg.model.dtype)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
                                   weight_decay=cfg.train.weight_decay)
@@ -322,6 +324,17 @@ def _model_path(cfg) -> str:
     if cfg.model.warm_start_steps:
         return str(warm_start_model(steps=cfg.model.warm_start_steps, threads=cfg.threads or None))
     return str(tiny_model())
+
+
+def _check_start(run_dir: Path, start: str) -> None:
+    """A resumed run must continue from the checkpoint it started from: a rebuilt warm start (same
+    config, new cache entry) is another model, and mixing them would go unnoticed in the metrics."""
+    record = run_dir / "initial_model.txt"
+    if record.exists() and record.read_text().strip() != start:
+        raise ValueError(f"cannot resume {run_dir}: it started from {record.read_text().strip()}, "
+                         f"the config now starts from {start}; use another run_dir")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    record.write_text(start + "\n")
 
 
 def _check_run_dir(cfg, run_dir: Path) -> None:
