@@ -285,19 +285,25 @@ def to_markdown(table: Table) -> str:
             if sec_title:
                 lines.append(f"| *{sec_title}* |" + empty)
             for row in rows:
-                cells = []
-                for c in cols:
-                    text = table.fmt(c, row.cells.get(c))
-                    if text is None:
-                        cells.append("—")
-                    elif best.get(c) is not None and _key(text) == best[c]:
-                        cells.append(f"**{text}**")
-                    else:
-                        cells.append(text)
+                cells = _cells(table, row, cols, best, missing="—", bold="**{}**")
                 lines.append(f"| {_md_escape(row.name)} | " + " | ".join(cells) + " |")
     parts.append("\n".join(lines))
     parts += [_md_escape(n) for n in table.notes]
     return "\n\n".join(parts) + "\n"
+
+
+def _cells(table, row, cols, best: dict, *, missing: str, bold: str) -> list[str]:
+    """A row's formatted cells: `missing` where there is no value, `bold` around a column's best."""
+    cells = []
+    for c in cols:
+        text = table.fmt(c, row.cells.get(c))
+        if text is None:
+            cells.append(missing)
+        elif best.get(c) is not None and _key(text) == best[c]:
+            cells.append(bold.format(text))
+        else:
+            cells.append(text)
+    return cells
 
 
 def _md_escape(text: str) -> str:
@@ -339,15 +345,7 @@ def to_latex(table: Table) -> str:
             if sec_title:
                 out.append(rf"\multicolumn{{{n}}}{{l}}{{\quad\textit{{{latex_escape(sec_title)}}}}} \\")
             for row in rows:
-                cells = []
-                for c in cols:
-                    text = table.fmt(c, row.cells.get(c))
-                    if text is None:
-                        cells.append("--")
-                    elif best.get(c) is not None and _key(text) == best[c]:
-                        cells.append(rf"\textbf{{{text}}}")
-                    else:
-                        cells.append(text)
+                cells = _cells(table, row, cols, best, missing="--", bold=r"\textbf{{{}}}")
                 out.append(latex_escape(row.name) + " & " + " & ".join(cells) + r" \\")
     out += [r"\bottomrule", r"\end{tabular}"]
     if table.notes:
