@@ -18,6 +18,7 @@ COMMANDS = {
     "report": "scope_bench.reports.cli",
     "data": "scope_bench.engines.verl.data_cli",
     "demo": "scope_bench.demo",
+    "serve": "scope_bench.engines.serve",
 }
 
 

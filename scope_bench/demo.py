@@ -1,14 +1,20 @@
-"""`scope-bench demo`: the embedded default end to end on CPU, the project's main job (`make demo`).
+"""`scope-bench demo`: the paper's comparison in miniature on CPU, the project's main job (`make demo`).
 
-    scope-bench demo                     # warm start, train GRPO and SCOPE, evaluate, report in reports/demo/
+    scope-bench demo                     # warm start, 5 methods x 3 seeds, ID and OOD evaluation, verdicts
     scope-bench demo --quick             # a smoke run of the same pipeline (seconds)
-    scope-bench demo --methods grpo,scope,replace --seeds 0,1 --steps 40 --set train.lr=1e-5
+    scope-bench demo --full              # longer training, more seeds and eval problems (see --help)
+    scope-bench demo --methods grpo,scope,luffy --seeds 0,1 --steps 40 --set train.lr=1e-5
 
-Steps: (1) a held-out synthetic eval set, (2) the cached warm-started tiny model, (3) each method
-trained from it with the same seeds and steps, (4) the starting checkpoint and every trained one
-sampled k times per eval problem (pass@1, pass@k, diversity), (5) `write_report` over all of it.
-Everything is written as it is made, so a rerun reuses finished training runs and evaluated samples
-and resumes whatever was interrupted.
+Steps: (1) held-out ID and OOD eval sets, (2) the cached warm start (SFT on 2-4-operation chains),
+(3) every (method, seed) trained from it in the demo's world (RL on 5-6-operation chains, a teacher
+writing in its own style, a noisy PRM; `WORLD`) and evaluated on both sets, `--workers` runs side by
+side, (4) the report: Table 1 with mean ± std over seeds, the four verdicts, Tables 3 and 4, the
+training figure. Everything is written as it is made: a rerun reuses finished training runs and
+evaluated samples and resumes whatever was interrupted.
+
+Reproducibility: the warm start and each run are determined by their seed and settings (a run does
+not depend on which worker ran it or in what order) for a given thread count: torch's CPU kernels
+split reductions by thread, so another `--threads` changes floating-point sums and so the samples.
 """
 
 from __future__ import annotations
@@ -16,22 +22,28 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from scope_bench.paths import PROJECT_ROOT, REPORTS_DIR
+from scope_bench.reports.demo_report import START, START_VARIANT, VARIANTS
 
 TASK = "synthetic"
-METHOD_NAMES = {"grpo": "GRPO", "scope": "SCOPE", "replace": "Replace Entire Rollout", "prm-reward": "PRM reward",
-                "sft": "SFT", "sft+rl": "SFT+RL"}
-START_LABEL = "Warm start"
-EVAL_SET_SIZE = 500  # rows written; --eval-problems takes the first N, so it can change between reruns
 EVAL_SEED = 0
-# The demo's budget on top of each method's config (trainers/*.yaml), a quarter of the configs' 60
-# steps of 16 prompts, so that the whole main job stays within minutes on 2 CPU cores.
-DEMO_OVERRIDES = ("train.steps=30", "train.batch_size=8", "eval.every=5")
+DEFAULT_METHODS = "grpo,scope,luffy,prm-reward,scope-weak"
+# The demo's world (each value documented in trainers/base.yaml): RL problems one and two steps
+# longer than the warm start's, a teacher that writes in its own words, a PRM that errs on 5% of steps.
+WORLD = ("data.difficulties=[ops5,ops6]", "refiner.style=shifted", "prm.fp_rate=0.05", "prm.fn_rate=0.05")
+ID_DIFFICULTIES, OOD_DIFFICULTIES = ("ops5", "ops6"), ("ops7",)
+# The demo's budget on top of each method's config: sized so that `make demo` (install included)
+# stays within 15 minutes on 2 CPU cores with two runs side by side.
+DEMO_OVERRIDES = ("train.steps=20", "train.batch_size=6", "train.lr=6e-5", "eval.every=0",
+                  "rollout.max_new_tokens=160", "checkpoint.every=10")
+FULL_OVERRIDES = ("train.steps=80", "train.batch_size=16", "eval.every=0", "rollout.max_new_tokens=160",
+                  "checkpoint.every=10")
 # --quick: the same pipeline in seconds (random-init model, a few tiny steps, few problems)
 QUICK_OVERRIDES = ("model.warm_start_steps=0", "train.steps=2", "train.batch_size=2", "rollout.n=4",
                    "rollout.max_new_tokens=24", "data.n_train=16", "data.n_val=4", "eval.every=1",
@@ -40,19 +52,26 @@ QUICK_OVERRIDES = ("model.warm_start_steps=0", "train.steps=2", "train.batch_siz
 
 @dataclass
 class Budget:
-    """What the demo runs; the defaults are the main job, `Budget.quick()` the smoke run."""
+    """What the demo runs; the defaults are the main job, `quick()` the smoke run, `full()` the long one."""
 
-    methods: list[str] = field(default_factory=lambda: ["grpo", "scope"])
-    seeds: list[int] = field(default_factory=lambda: [0])
-    overrides: list[str] = field(default_factory=lambda: list(DEMO_OVERRIDES))
-    eval_problems: int = 300
-    samples: int | None = None  # None: the task's n (tasks/synthetic.yaml)
-    eval_max_tokens: int | None = None
-    threads: int = 2
+    methods: list[str] = field(default_factory=lambda: DEFAULT_METHODS.split(","))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    overrides: list[str] = field(default_factory=lambda: [*WORLD, *DEMO_OVERRIDES])
+    eval_problems: int = 64  # ID problems; OOD gets the same number
+    samples: int = 4
+    eval_max_tokens: int = 160
+    threads: int = 1  # torch threads per run
+    workers: int = 2  # runs side by side
 
     @classmethod
     def quick(cls, **kwargs) -> Budget:
-        return cls(overrides=list(QUICK_OVERRIDES), eval_problems=4, samples=4, eval_max_tokens=24, **kwargs)
+        return cls(methods=["grpo", "scope"], seeds=[0], overrides=[*WORLD, *QUICK_OVERRIDES], eval_problems=4,
+                   samples=4, eval_max_tokens=24, workers=1, **kwargs)
+
+    @classmethod
+    def full(cls, **kwargs) -> Budget:
+        return cls(methods=[*DEFAULT_METHODS.split(","), "prm-step-reward", "replace"], seeds=[0, 1, 2, 3, 4],
+                   overrides=[*WORLD, *FULL_OVERRIDES], eval_problems=256, samples=8, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -60,18 +79,22 @@ class Budget:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="train GRPO and SCOPE on the embedded default, evaluate both, write reports/demo/",
+        "demo", help="the paper's comparison in miniature on the embedded default, with verdicts (reports/demo/)",
         description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--methods", default="grpo,scope", help="comma-separated trainers/<method>.yaml (default grpo,scope)")
-    p.add_argument("--seeds", default="0", help="comma-separated training seeds (default 0)")
-    p.add_argument("--steps", type=int, help="training steps of every method (default 30; --quick: 2)")
+    p.add_argument("--methods", help=f"comma-separated rows, from {', '.join(VARIANTS)} (default {DEFAULT_METHODS})")
+    p.add_argument("--seeds", help="comma-separated training seeds (default 0,1,2)")
+    p.add_argument("--steps", type=int, help="training steps of every method (default 20; --quick: 2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="trainer config override for every method, repeatable (e.g. train.lr=1e-5)")
-    p.add_argument("--eval-problems", type=int, help="held-out problems evaluated (default 300)")
-    p.add_argument("--samples", type=int, help="samples per eval problem (default: tasks/synthetic.yaml's n)")
-    p.add_argument("--quick", action="store_true", help="a smoke run: random-init model, 2 steps, 4 problems")
-    p.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    p.add_argument("--eval-problems", type=int, help="held-out problems per split, ID and OOD (default 64)")
+    p.add_argument("--samples", type=int, help="samples per eval problem (default 4)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--quick", action="store_true", help="a smoke run: random-init model, 2 steps, 4 problems")
+    mode.add_argument("--full", action="store_true",
+                      help="7 methods x 5 seeds, 80 steps of 16 prompts, 256 problems x 8 samples (hours on 2 cores)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
+    p.add_argument("--workers", type=int, help="runs side by side (default 2; --quick: 1)")
     p.add_argument("--out", help="report folder (default reports/demo)")
     p.add_argument("--runs", help="training and eval runs folder (default runs/demo)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -79,15 +102,20 @@ def register(subparsers) -> None:
 
 
 def budget_from_args(args: argparse.Namespace) -> Budget:
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    try:
-        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    except ValueError:
-        raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-    if not methods or not seeds:
+    budget = Budget.quick() if args.quick else Budget.full() if args.full else Budget()
+    if args.methods is not None:
+        budget.methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.seeds is not None:
+        try:
+            budget.seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    if not budget.methods or not budget.seeds:
         raise ValueError("--methods and --seeds need at least one entry each")
-    budget = Budget.quick() if args.quick else Budget()
-    budget.methods, budget.seeds, budget.threads = methods, seeds, args.threads
+    if unknown := [m for m in budget.methods if m not in VARIANTS]:
+        raise ValueError(f"--methods: unknown {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    budget.threads = args.threads
+    budget.workers = args.workers or budget.workers
     budget.overrides += ([f"train.steps={args.steps}"] if args.steps else []) + list(args.overrides)
     if args.eval_problems is not None:
         budget.eval_problems = args.eval_problems
@@ -105,82 +133,114 @@ def run(args: argparse.Namespace) -> int:
 # -------------------------------------------------------------------------------------- pipeline
 
 
-def run_demo(budget: Budget | None = None, *, out: str | Path | None = None, runs: str | Path | None = None) -> dict:
-    """Run the demo; returns the paths written (report files by kind, run dirs) and the comparison text."""
-    import torch
+@dataclass
+class Job:
+    """One row's seed: train (unless it is the starting checkpoint) and evaluate on every split."""
 
+    variant: str
+    seed: int | None
+    cfg: object | None  # the trainer config; None for the starting checkpoint
+    checkpoint: str  # what is evaluated (a trained run's final/ once trained)
+    name: str  # eval dir name
+
+
+def run_demo(budget: Budget | None = None, *, out: str | Path | None = None, runs: str | Path | None = None) -> dict:
+    """Run the demo; returns the paths written, run dirs, values per variant/metric/seed, the verdicts
+    and the comparison text."""
     from scope_bench.engines.local import load_train_config
-    from scope_bench.reports.report import write_report
 
     budget = budget or Budget()
     out = Path(out) if out is not None else REPORTS_DIR / "demo"
     runs = (Path(runs) if runs is not None else PROJECT_ROOT / "runs" / "demo").resolve()
-    if budget.threads:
-        torch.set_num_threads(budget.threads)
     t0 = time.perf_counter()
     # every config is resolved (and validated) before any work, so a bad --set fails at once
-    configs = {(m, s): load_train_config(m, [*budget.overrides, f"seed={s}", f"threads={budget.threads}",
-                                             f"run_dir={runs / 'train' / f'{m}-seed{s}'}", "resume=true"])
-               for m in budget.methods for s in budget.seeds}
+    configs = {(m, s): load_train_config(VARIANTS[m].method, [
+        *budget.overrides, *VARIANTS[m].overrides, f"seed={s}", f"threads={budget.threads}",
+        f"run_dir={runs / 'train' / f'{m}-seed{s}'}", "resume=true"]) for m in budget.methods for s in budget.seeds}
     steps = {cfg.train.steps for cfg in configs.values()}
     if len(steps) != 1:
         raise ValueError(f"methods would train different numbers of steps {sorted(steps)}; pass --steps")
     steps = steps.pop()
 
-    _stage(1, "held-out eval set")
-    data = write_eval_set(runs / "data")
-    print(f"  {data} ({EVAL_SET_SIZE} problems, first {budget.eval_problems} evaluated)")
+    _stage(1, "held-out eval sets")
+    data = {"id": write_eval_set(runs / "data", ID_DIFFICULTIES), "ood": write_eval_set(runs / "data", OOD_DIFFICULTIES)}
+    for split, path in data.items():
+        print(f"  {split}: {path} (first {budget.eval_problems} evaluated, {budget.samples} samples each)")
 
     _stage(2, "starting checkpoint")
-    starts = {starting_checkpoint(cfg) for cfg in configs.values()}
+    starts = {starting_checkpoint(replace_threads(cfg, budget.threads * budget.workers)) for cfg in configs.values()}
     if len(starts) != 1:
         raise ValueError(f"methods would start from different checkpoints {sorted(starts)}; "
                          f"drop the per-method model overrides")
     start = starts.pop()
     first = next(iter(configs.values()))
-    start_label = START_LABEL if first.model.warm_start_steps and not first.model.path else "Initial model"
-    print(f"  {start_label}: {start}")
+    start_variant = START_VARIANT if first.model.warm_start_steps and not first.model.path else \
+        replace(START_VARIANT, label="Initial model")
+    print(f"  {start_variant.label}: {start}")
 
-    train_dirs = {}
-    for i, ((method, seed), cfg) in enumerate(configs.items(), 1):
-        _stage(3, f"train {method} seed {seed} ({i}/{len(configs)}, {steps} steps)")
-        train_dirs[method, seed] = train_run(cfg)
+    _stage(3, f"train {len(configs)} runs ({steps} steps each, {budget.workers} side by side) and evaluate")
+    jobs = [Job(m, s, cfg, "", f"{m}-seed{s}-step{steps}") for (m, s), cfg in configs.items()]
+    jobs.append(Job(START, None, None, start, "start"))
+    results = run_jobs(jobs, budget, data, runs / "eval")
 
-    _stage(4, f"evaluate on {budget.eval_problems} held-out problems")
-    eval_root = runs / "eval" / data.stem
-    targets = [(start_label, start, eval_root / "start")]
-    targets += [(METHOD_NAMES.get(m, m), str(d / "final"), eval_root / f"{m}-seed{s}-step{steps}")
-                for (m, s), d in train_dirs.items()]
-    summaries = {}
-    for label, ckpt, eval_dir in targets:
-        print(f"  {label}: {ckpt}")
-        summaries[eval_dir] = evaluate_checkpoint(ckpt, label, eval_dir, data, budget)
+    _stage(4, "report")
+    from scope_bench.analysis.dynamics import group_by_label, load_training_run
+    from scope_bench.reports.demo_report import add_values, write_demo_report
 
-    _stage(5, "report")
-    labels = {str(d): METHOD_NAMES.get(m, m) for (m, _), d in train_dirs.items()}
-    labels.update({str(d): label for label, _, d in targets})
-    written = write_report([d for _, _, d in targets] + list(train_dirs.values()), out, ("md", "latex"),
-                           labels=labels, reference=False, diversity_task=TASK, progress=True)
-    comparison = compare(summaries, targets, train_dirs, labels)
-    comparison += f"\nreport: {out / 'report.md'} (LaTeX: {out / 'report.tex'}, figures: {out / 'figures'})"
-    comparison += f"\nruns: {runs}   time: {time.perf_counter() - t0:.0f} s"
-    return {"written": written, "train_dirs": train_dirs, "eval_dirs": [d for _, _, d in targets],
+    values: dict = {}
+    for job, scores in results:
+        add_values(values, job.variant, job.seed, scores)
+    variants = [VARIANTS[m] for m in budget.methods]
+    train_dirs = {(m, s): Path(cfg.run_dir) for (m, s), cfg in configs.items()}
+    groups = group_by_label([load_training_run(d, VARIANTS[m].label) for (m, _), d in train_dirs.items()])
+    elapsed = time.perf_counter() - t0
+    written = write_demo_report(out, values, variants, start_variant, budget.samples, groups,
+                                preamble(budget, steps, elapsed))
+    comparison = _summary_text(out, written["verdicts"])
+    comparison += f"\nruns: {runs}   time: {elapsed:.0f} s"
+    return {"written": written, "train_dirs": train_dirs, "values": values, "verdicts": written["verdicts"],
             "data": data, "comparison": comparison}
 
 
 def _stage(n: int, text: str) -> None:
-    print(f"[demo {n}/5] {text}", flush=True)
+    print(f"[demo {n}/4] {text}", flush=True)
 
 
-def write_eval_set(folder: Path) -> Path:
-    """The held-out problems as JSONL: the synthetic "test" split, which no training split and no warm
+def replace_threads(cfg, threads: int):
+    """`cfg` with another thread count (the warm start is built alone, so it may use every core)."""
+    from omegaconf import OmegaConf
+
+    copy = OmegaConf.create(OmegaConf.to_container(cfg))
+    copy.threads = threads
+    return copy
+
+
+def preamble(budget: Budget, steps: int, elapsed: float) -> str:
+    world = ", ".join(budget.overrides)
+    return (f"{len(budget.methods)} methods x {len(budget.seeds)} seeds (seeds {', '.join(map(str, budget.seeds))}), "
+            f"{steps} RL steps each, evaluated on {budget.eval_problems} held-out ID and {budget.eval_problems} OOD "
+            f"problems with {budget.samples} samples each at temperature 1. Settings: `{world}`. "
+            f"Wall time of this demo run (install and warm start excluded when cached): {elapsed / 60:.1f} min.")
+
+
+def _summary_text(out: Path, verdicts) -> str:
+    table1 = (out / "tables" / "demo-table1.md").read_text().strip()
+    lines = ["", table1, "", "Verdicts (paired over seeds):"]
+    names = {k: v.label for k, v in VARIANTS.items()}
+    lines += [f"  claim {v.claim.name}: {v.outcome}  ({v.primary.describe(names)})" for v in verdicts]
+    lines.append(f"\nreport: {out / 'report.md'} (LaTeX: {out / 'report.tex'}, figures: {out / 'figures'})")
+    return "\n".join(lines)
+
+
+def write_eval_set(folder: Path, difficulties=ID_DIFFICULTIES, size: int = 500) -> Path:
+    """Held-out problems as JSONL: the synthetic "test" split, which no training split and no warm
     start ever draws from (`synthetic.split_of`), each question once. The file is named by its
     content, so eval results are never mixed across different sets."""
     from scope_bench.synthetic import generate_split
 
-    rows = generate_split("test", EVAL_SET_SIZE, seed=EVAL_SEED)
+    rows = generate_split("test", size, seed=EVAL_SEED, difficulties=tuple(difficulties))
     text = "".join(json.dumps({"id": f"{TASK}-{i}", **r}) + "\n" for i, r in enumerate(rows))
-    path = folder / f"{TASK}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.jsonl"
+    path = folder / f"{TASK}-{'-'.join(difficulties)}-{hashlib.sha256(text.encode()).hexdigest()[:8]}.jsonl"
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
@@ -199,6 +259,53 @@ def starting_checkpoint(cfg) -> str:
     if cfg.model.warm_start_steps:
         return str(warm_start_model(steps=cfg.model.warm_start_steps, threads=cfg.threads or None))
     return str(tiny_model())
+
+
+def run_jobs(jobs: list[Job], budget: Budget, data: dict, eval_root: Path) -> list[tuple[Job, dict]]:
+    """Every job, `budget.workers` at a time (separate processes, `budget.threads` torch threads each);
+    results in the jobs' order. A run does not depend on the worker that ran it."""
+    if budget.workers <= 1:
+        _init_worker(budget.threads, quiet=False)
+        return [(job, run_job(job, budget, data, eval_root)) for job in jobs]
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    ctx = multiprocessing.get_context("spawn")  # torch and fork do not mix
+    with ProcessPoolExecutor(budget.workers, mp_context=ctx, initializer=_init_worker,
+                             initargs=(budget.threads, True)) as pool:
+        futures = [pool.submit(run_job, job, budget, data, eval_root) for job in jobs]
+        return [(job, f.result()) for job, f in zip(jobs, futures)]
+
+
+def _init_worker(threads: int, quiet: bool) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    if quiet:  # progress bars of runs side by side would interleave; each run prints a line when done
+        os.environ["TQDM_DISABLE"] = "1"
+
+
+def run_job(job: Job, budget: Budget, data: dict, eval_root: Path) -> dict[str, float]:
+    """Train (or reuse) the job's run, evaluate its checkpoint on every split; returns its scores."""
+    from scope_bench.analysis.dynamics import read_metrics
+    from scope_bench.reports.demo_report import measure_eval, measure_training
+    from scope_bench.reports.runs import load_eval_run
+
+    t0 = time.perf_counter()
+    scores: dict[str, float] = {}
+    checkpoint = job.checkpoint
+    if job.cfg is not None:
+        run_dir = train_run(job.cfg)
+        checkpoint = str(run_dir / "final")
+        scores.update(measure_training(read_metrics(run_dir / "metrics.jsonl")))
+    for split, path in data.items():
+        eval_dir = eval_root / split / job.name
+        summary = evaluate_checkpoint(checkpoint, job.name, eval_dir, path, budget)
+        scores.update(measure_eval(summary, load_eval_run(eval_dir).responses(TASK), split, TASK))
+    print(f"  done: {job.name} ({time.perf_counter() - t0:.0f} s): ID pass@1 {scores['id/pass@1']:.1f}, "
+          f"OOD pass@1 {scores['ood/pass@1']:.1f}", flush=True)
+    return scores
 
 
 def train_run(cfg) -> Path:
@@ -228,34 +335,6 @@ def evaluate_checkpoint(ckpt: str, label: str, out_dir: Path, data: Path, budget
     return evaluate(ckpt, TASK, backend="hf", out_dir=out_dir, label=label, data_paths={TASK: str(data)},
                     limit=budget.eval_problems, n=budget.samples, max_tokens=budget.eval_max_tokens,
                     seed=EVAL_SEED, chunk_size=16, backend_kwargs={"batch_size": 64})
-
-
-def compare(summaries: dict, targets, train_dirs: dict, labels: dict) -> str:
-    """A short table for the terminal: eval scores per model, final validation accuracy and groups
-    rectified per method (mean over seeds)."""
-    from scope_bench.analysis.dynamics import group_by_label, load_training_run
-
-    rows: dict[str, dict] = {}
-    for label, _, eval_dir in targets:
-        entry = summaries[eval_dir]["tasks"][TASK]
-        for k in dict.fromkeys(("1", str(entry["samples_per_problem"]))):
-            rows.setdefault(label, {}).setdefault(f"pass@{k}", []).append(entry["pass@k"][k])
-    trains = [load_training_run(d, labels[str(d)]) for d in train_dirs.values()]
-    for label, group in group_by_label(trains).items():
-        val = [r.series("val_accuracy")[1][-1] * 100 for r in group if len(r.series("val_accuracy")[1])]
-        rectified = [sum(x.get("groups_rectified") or 0 for x in r.rows) for r in group]
-        rows.setdefault(label, {}).update({"val acc (greedy)": val, "groups rectified": rectified})
-    columns = list(dict.fromkeys(c for r in rows.values() for c in r))
-    width = max(len(n) for n in rows) + 2
-    lines = [f"{'':<{width}}" + "".join(f"{c:>18}" for c in columns)]
-    for name, row in rows.items():
-        cells = []
-        for c in columns:
-            vals = row.get(c) or []
-            cells.append(f"{sum(vals) / len(vals):>18.1f}" if vals else f"{'-':>18}")
-        lines.append(f"{name:<{width}}" + "".join(cells))
-    return "\n".join(["", "Demo results (held-out synthetic problems, %; groups rectified: total over training)",
-                      *lines])
 
 
 if __name__ == "__main__":

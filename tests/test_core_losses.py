@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from scope_bench.core.losses import clipped_surrogate
 from scope_bench.core import (
     LossConfig,
     grpo_advantages,
@@ -87,6 +88,31 @@ def test_hybrid_loss_gradient_by_hand():
     ) / 5
     torch.testing.assert_close(grad, expected)
     assert old_logp.grad is None
+
+
+def test_clipped_surrogate_every_branch_by_hand():
+    """min(rA, clip(r, 1-eps, 1+eps) A), then max(., c A) for A < 0 (dual-clip), token by token."""
+    ratios = torch.tensor([4.0, 1.1, 0.5, 4.0, 2.0, 1.1, 0.5, 0.9], dtype=torch.float64)
+    adv = torch.tensor([1.0, 1.0, 1.0, -1.0, -1.0, -1.0, -1.0, -1.0], dtype=torch.float64)
+    logp = torch.log(ratios).requires_grad_()
+    old = torch.zeros_like(ratios)
+    got = clipped_surrogate(logp, old, adv, clip_eps=0.2, clip_ratio_c=3.0)
+    expected = [1.2,   # A>0, r above 1+eps: clipped at 1.2
+                1.1,   # A>0, inside the range
+                0.5,   # A>0, r below 1-eps: the unclipped rA is the minimum
+                -3.0,  # A<0, r=4: min(-4, -1.2) = -4, dual-clip lifts it to c*A = -3
+                -2.0,  # A<0, r=2 < c: -2 stays
+                -1.1,  # A<0, r=1.1 inside the range: -1.1
+                -0.8,  # A<0, r=0.5 below 1-eps: min(-0.5, -0.8) = -0.8, the 1-eps bound (no gradient)
+                -0.9]  # A<0, inside the range
+    torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64))
+    got.sum().backward()
+    # d(rA)/dlogp = rA where the unclipped term is chosen; 0 where clipped or dual-clipped
+    torch.testing.assert_close(logp.grad, torch.tensor([0, 1.1, 0.5, 0, -2.0, -1.1, 0, -0.9], dtype=torch.float64))
+    plain = clipped_surrogate(torch.log(ratios), old, adv, clip_eps=0.2)
+    assert plain[3].item() == pytest.approx(-4.0)  # no dual-clip without clip_ratio_c
+    with pytest.raises(ValueError, match="clip_ratio_c"):
+        clipped_surrogate(logp, old, adv, clip_ratio_c=1.0)
 
 
 def test_offpolicy_advantage_form_multiplies_by_advantage():

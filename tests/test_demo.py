@@ -1,5 +1,6 @@
-"""`scope-bench demo --quick`: the whole main job (eval set, training of GRPO and SCOPE, evaluation,
-report) at a smoke budget, with every table and figure checked, and a rerun that reuses everything."""
+"""`scope-bench demo --quick`: the whole main job (ID and OOD eval sets, training of GRPO and SCOPE in
+the demo's world, evaluation, the report with its verdicts) at a smoke budget, with every table and
+the figure checked, and a rerun that reuses everything."""
 
 from __future__ import annotations
 
@@ -11,9 +12,7 @@ import torch
 
 from scope_bench.cli import main
 
-TABLES = ("other", "table4-synthetic", "training")
-FIGURES = {"bars_other": "bars", "training_dynamics": "dynamics", "near_miss": "near_miss",
-           "diversity_quality-synthetic": "diversity"}
+TABLES = ("demo-table1", "demo-table3", "demo-table4", "demo-training")
 
 
 def demo(tmp, *extra) -> int:
@@ -29,77 +28,79 @@ def quick(tmp_path_factory):
     return tmp
 
 
-def summary(tmp, name: str) -> dict:
-    (path,) = (tmp / "runs" / "eval").glob(f"*/{name}/summary.json")
+def summary(tmp, name: str, split: str = "id") -> dict:
+    (path,) = (tmp / "runs" / "eval" / split).glob(f"{name}/summary.json")
     return json.loads(path.read_text())
 
 
-def test_every_table_is_written_in_both_formats(quick):
+def test_report_opens_with_table1_then_the_verdicts(quick):
     report = quick / "report"
     for key in TABLES:
         assert (report / "tables" / f"{key}.md").read_text().strip(), key
         assert "\\begin{tabular}" in (report / "tables" / f"{key}.tex").read_text(), key
     md = (report / "report.md").read_text()
-    assert "Table 1." not in md and "(paper)" not in md  # no paper benchmark was run
+    assert md.index("Table 1 (miniature)") < md.index("## Verdicts") < md.index("Table 3 (miniature)")
+    assert md.count("**Claim ") == 4
+    assert "Claim 2: " in md and "not measured" in md  # --quick trains GRPO and SCOPE only: no LUFFY row
     tex = (report / "report.tex").read_text()
     assert tex.count("\\begin{table}") == len(TABLES) and tex.rstrip().endswith("\\end{document}")
 
 
-def test_other_tasks_table_holds_the_measured_scores(quick):
-    other = (quick / "report" / "tables" / "other.md").read_text()
-    assert "synthetic pass@1" in other and "synthetic pass@4" in other  # --quick draws 4 samples
-    for label, name in (("Initial model", "start"), ("GRPO", "grpo-seed0-step2"), ("SCOPE", "scope-seed0-step2")):
-        task = summary(quick, name)["tasks"]["synthetic"]
-        assert task["n_problems"] == 4 and task["samples_per_problem"] == 4
-        row = next(line for line in other.splitlines() if line.startswith(f"| {label} |"))
+def test_table1_holds_the_measured_scores(quick):
+    table = (quick / "report" / "tables" / "demo-table1.md").read_text()
+    for label, name in (("Initial model", "start"), ("On-policy RL (GRPO)", "grpo-seed0-step2"),
+                        ("SCOPE", "scope-seed0-step2")):
+        ident, ood = summary(quick, name)["tasks"]["synthetic"], summary(quick, name, "ood")["tasks"]["synthetic"]
+        assert ident["n_problems"] == ood["n_problems"] == 4 and ident["samples_per_problem"] == 4
+        row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
         cells = [c.strip("* ") for c in row.split("|")[2:4]]
-        assert cells == [f"{task['pass@k']['1']:.1f}", f"{task['pass@k']['4']:.1f}"]
+        assert cells == [f"{ident['pass@k']['1']:.1f}", f"{ood['pass@k']['1']:.1f}"]  # one seed: no ± part
 
 
-def test_training_ran_both_methods_from_the_same_start(quick):
+def test_training_ran_both_methods_from_the_same_start_in_the_demo_world(quick):
     runs = quick / "runs" / "train"
     rows = {m: [json.loads(x) for x in (runs / f"{m}-seed0" / "metrics.jsonl").read_text().splitlines()]
             for m in ("grpo", "scope")}
     assert [r["step"] for r in rows["grpo"]] == [r["step"] for r in rows["scope"]] == [1, 2]
     # a random-init model fails everything: SCOPE rectifies every group, GRPO never does
     assert all(r["groups_rectified"] == r["groups_total"] for r in rows["scope"])
-    assert all(r["groups_rectified"] == 0 for r in rows["grpo"])
-    assert all((runs / f"{m}-seed0" / "final" / "config.json").exists() for m in rows)
+    assert all(r["groups_rectified"] == 0 and r["all_fail_groups"] == 1.0 for r in rows["grpo"])
+    config = (runs / "scope-seed0" / "config.yaml").read_text()
+    assert "style: shifted" in config and "- ops5" in config and "fp_rate: 0.05" in config
     from scope_bench.synthetic import tiny_model  # --quick: no warm start, the trainer's random-init model
 
     assert summary(quick, "start")["checkpoint"] == str(tiny_model())
 
 
-def test_eval_set_is_held_out_from_training(quick):
+def test_eval_sets_are_held_out_and_split_by_chain_length(quick):
     from scope_bench.synthetic import generate_split
 
-    (data,) = (quick / "runs" / "data").glob("synthetic-*.jsonl")
-    rows = [json.loads(x) for x in data.read_text().splitlines()]
-    assert len(rows) == len({r["id"] for r in rows}) == len({r["question"] for r in rows}) == 500
     seen = {r["question"] for split, n in (("train", 16), ("val", 4)) for r in generate_split(split, n, seed=0)}
-    assert not seen & {r["question"] for r in rows}
+    for pattern, n_ops in (("synthetic-ops5-ops6-*.jsonl", {5, 6}), ("synthetic-ops7-*.jsonl", {7})):
+        (data,) = (quick / "runs" / "data").glob(pattern)
+        rows = [json.loads(x) for x in data.read_text().splitlines()]
+        assert len(rows) == len({r["question"] for r in rows}) == 500
+        assert not seen & {r["question"] for r in rows}
+        assert {r["question"].count(", then") + 1 for r in rows} == n_ops
 
 
-def test_plots_are_non_blank_images_of_the_expected_size(quick):
+def test_figure_is_a_non_blank_image_of_the_expected_size(quick):
     from PIL import Image
 
     from scope_bench.reports.plots import expected_size
 
     figures = quick / "report" / "figures"
-    assert {p.stem for p in figures.glob("*.png")} == set(FIGURES)
-    for stem, kind in FIGURES.items():
-        png = figures / f"{stem}.png"
-        img = np.asarray(Image.open(png).convert("RGB"))
-        assert img.shape[1::-1] == expected_size(kind), stem
-        non_white = (img < 250).any(axis=2).mean()
-        colored = (np.ptp(img.astype(int), axis=2) > 60).mean()  # saturated pixels: bars, curves, dots
-        assert non_white > 0.02 and colored > 0.0005, (stem, non_white, colored)
-        assert (figures / f"{stem}.pdf").read_bytes()[:5] == b"%PDF-"
+    assert {p.stem for p in figures.glob("*.png")} == {"exploration"}
+    img = np.asarray(Image.open(figures / "exploration.png").convert("RGB"))
+    assert img.shape[1::-1] == expected_size("exploration")
+    assert (img < 250).any(axis=2).mean() > 0.02 and (np.ptp(img.astype(int), axis=2) > 60).mean() > 0.0005
+    assert (figures / "exploration.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_rerun_reuses_training_and_samples(quick, capsys):
     capsys.readouterr()
     results = sorted((quick / "runs" / "eval").glob("*/*/results.jsonl"))
+    assert len(results) == 6
     before = {p: p.read_text() for p in results}
     metrics = {p: p.read_text() for p in (quick / "runs" / "train").glob("*/metrics.jsonl")}
     assert demo(quick) == 0
@@ -107,7 +108,7 @@ def test_rerun_reuses_training_and_samples(quick, capsys):
     assert out.count("(finished: reused)") == 2
     assert {p: p.read_text() for p in results} == before  # no sample drawn again
     assert {p: p.read_text() for p in metrics} == metrics
-    assert "GRPO" in out and "SCOPE" in out and "report.md" in out
+    assert "GRPO" in out and "SCOPE" in out and "report.md" in out and "claim 1:" in out
 
 
 def test_bad_arguments_fail_before_any_work(tmp_path, capsys):
@@ -115,6 +116,8 @@ def test_bad_arguments_fail_before_any_work(tmp_path, capsys):
     assert "train.nope" in capsys.readouterr().err
     assert demo(tmp_path, "--seeds", "a,b") == 2
     assert "--seeds" in capsys.readouterr().err
+    assert demo(tmp_path, "--methods", "grpo,magic") == 2
+    assert "magic" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
 
 
@@ -128,7 +131,7 @@ def test_more_steps_resume_the_finished_runs_and_fewer_are_refused(tmp_path, cap
     assert "(resuming after step 2)" in capsys.readouterr().out
     metrics = (tmp_path / "runs" / "train" / "scope-seed0" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in metrics] == [1, 2, 3]
-    assert summary(tmp_path, "scope-seed0-step3")["tasks"]["synthetic"]["n_problems"] == 4
+    assert summary(tmp_path, "scope-seed0-step3", "ood")["tasks"]["synthetic"]["n_problems"] == 4
 
 
 def test_other_tasks_table_means_runs_of_a_label_and_skips_paper_tasks(tmp_path):
@@ -149,14 +152,3 @@ def test_other_tasks_table_means_runs_of_a_label_and_skips_paper_tasks(tmp_path)
     assert rows["A (mean of 2 runs)"] == {"toy pass@1": 15.0, "toy pass@4": 35.0, "other avg@4": None}
     assert rows["B"] == {"toy pass@1": 5.0, "toy pass@4": 7.0, "other avg@4": 1.0}
     assert "| A (mean of 2 runs) | **15.0** | **35.0** | — |" in T.to_markdown(table)
-
-
-def test_eval_set_is_the_held_out_test_split_named_by_content(tmp_path):
-    from scope_bench.demo import write_eval_set
-    from scope_bench.synthetic import split_of
-
-    path = write_eval_set(tmp_path)
-    questions = [json.loads(x)["question"] for x in path.read_text().splitlines()]
-    assert len(questions) == len(set(questions)) == 500
-    assert {split_of(q) for q in questions} == {"test"}
-    assert write_eval_set(tmp_path) == path  # same content, same file

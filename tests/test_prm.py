@@ -147,16 +147,22 @@ def test_vllm_pooling_client_scores_every_solution_concurrently():
     assert request["path"] == "/pooling"  # the /v1 of the base url is dropped
     assert request["body"]["model"] == "Qwen/Qwen2.5-Math-PRM-7B"
     assert request["body"]["messages"] == prm_messages("q1", ["a", "b", "c"])
+    # over-long chats keep their start, as QwenMathPRM keeps it (tests/test_serve.py runs the cut)
+    assert request["body"]["truncate_prompt_tokens"] == 4096 and request["body"]["truncation_side"] == "right"
 
 
 def test_vllm_pooling_client_raises_on_a_wrong_step_count():
-    def wrong(body):
-        return {"data": [{"index": 0, "data": [[0.5, 0.5]]}]}
+    """Fewer scores than steps are truncated steps only when truncation was asked for; more are never right."""
+    def two_scores(body):
+        return {"data": [{"index": 0, "data": [[0.5, 0.5], [0.4, 0.6]]}]}
 
-    with FakeChatServer(pooling=wrong) as server:
-        prm = VLLMPoolingPRM(server.root_url, "m", retries=0)
-        with pytest.raises(RuntimeError, match="1 step scores for 2 steps"):
-            prm.score(["q"], [["a", "b"]])
+    with FakeChatServer(pooling=two_scores) as server:
+        with pytest.raises(RuntimeError, match="2 step scores for 3 steps"):
+            VLLMPoolingPRM(server.root_url, "m", retries=0, max_tokens=None).score(["q"], [["a", "b", "c"]])
+        with pytest.raises(RuntimeError, match="2 step scores for 1 steps"):
+            VLLMPoolingPRM(server.root_url, "m", retries=0).score(["q"], [["a"]])
+        truncating = VLLMPoolingPRM(server.root_url, "m", retries=0)
+        assert truncating.score(["q"], [["a", "b", "c"]]) == [[0.5, 0.6, 0.0]] and truncating.truncated_steps == 1
 
 
 def test_prm_messages_follow_the_official_recipe():

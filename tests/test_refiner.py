@@ -10,7 +10,13 @@ import pytest
 from test_refiner_server import FakeChatServer
 
 from scope_bench.core.interfaces import Refiner, RefineRequest
-from scope_bench.engines.refiner import EMPTY_PREFIX, OpenAIRefiner, refine_messages, strip_reasoning
+from scope_bench.engines.refiner import (
+    EMPTY_PREFIX,
+    OpenAIRefiner,
+    parse_refine_messages,
+    refine_messages,
+    strip_reasoning,
+)
 
 
 def _request(tag: str = "", answer: str = "42") -> RefineRequest:
@@ -109,6 +115,17 @@ def test_empty_batch_makes_no_call():
 ])
 def test_strip_reasoning(raw, expected):
     assert strip_reasoning(raw) == expected
+
+
+@pytest.mark.parametrize("request_", [
+    RefineRequest("Find $x$ if $2x = 6$.", "We divide by 2.\n\n", "3"),
+    RefineRequest("Q with ## Problem inside?", "", "\\frac{1}{2}"),
+    RefineRequest("Multi\n\nline question", "Step 1.\n\nStep 2.", "{a, b}"),
+])
+def test_a_refine_prompt_reads_back_as_its_request(request_):
+    """What a server playing the refiner (scope-bench serve) sees is what the client asked."""
+    assert parse_refine_messages(refine_messages(request_)) == request_
+    assert parse_refine_messages([{"role": "user", "content": "Solve 2+2."}]) is None
 
 
 def test_bad_settings_are_rejected():

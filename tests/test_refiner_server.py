@@ -18,19 +18,16 @@ import re
 import threading
 import time
 from collections import Counter
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from scope_bench.engines.refiner import parse_refine_messages
+from scope_bench.engines.serve import JSONServer
 
 _DIRECTIVE = re.compile(r"\[\[(\w+)(?::([\w.]+))?\]\]")
-_ANSWER = re.compile(r"## Correct final answer\n(.*?)\n\nContinue", re.DOTALL)
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 256  # the default backlog of 5 drops bursts of connections (1 s SYN retry)
-
-
-class FakeChatServer:
+class FakeChatServer(JSONServer):
     def __init__(self, latency_s: float = 0.0, pooling=None):
+        super().__init__("127.0.0.1", 0)
         self.latency_s = latency_s
         self.pooling = pooling  # callable(body) -> JSON reply for POST /pooling
         self.attempts: Counter = Counter()  # per problem directive
@@ -38,61 +35,28 @@ class FakeChatServer:
         self.in_flight = 0
         self.max_in_flight = 0
         self._lock = threading.Lock()
-        self._server = _Server(("127.0.0.1", 0), self._handler())
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.05,), daemon=True)
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}/v1"
+        return self.url + "/v1"
 
     @property
     def root_url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
+        return self.url
 
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
-
-    def _handler(self):
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):  # keep test output quiet
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server._lock:
-                    server.requests.append({"path": self.path, "body": body, "auth": self.headers.get("Authorization")})
-                    server.in_flight += 1
-                    server.max_in_flight = max(server.max_in_flight, server.in_flight)
-                try:
-                    time.sleep(server.latency_s)
-                    if self.path.endswith("/pooling"):
-                        status, payload = 200, json.dumps(server.pooling(body))
-                    else:
-                        status, payload = server._chat(body)
-                finally:
-                    with server._lock:
-                        server.in_flight -= 1
-                data = payload.encode()
-                try:
-                    self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):  # the client timed out and left
-                    pass
-
-        return Handler
+    def handle(self, method, path, body, headers):
+        with self._lock:
+            self.requests.append({"path": path, "body": body, "auth": headers.get("Authorization")})
+            self.in_flight += 1
+            self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            time.sleep(self.latency_s)
+            if path.endswith("/pooling"):
+                return 200, self.pooling(body)
+            return self._chat(body)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
 
     def _chat(self, body: dict) -> tuple[int, str]:
         prompt = body["messages"][-1]["content"]
@@ -102,7 +66,7 @@ class FakeChatServer:
         with self._lock:
             self.attempts[key] += 1
             attempt = self.attempts[key]
-        answer = _ANSWER.search(prompt).group(1).strip()
+        answer = parse_refine_messages(body["messages"]).ground_truth
         message = {"role": "assistant", "content": f"<think>hmm</think>The rest.\n\n\\boxed{{{answer}}}"}
         finish = "stop"
         if kind == "fail5xx" and attempt <= int(arg):

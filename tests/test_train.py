@@ -11,7 +11,7 @@ import torch
 
 from scope_bench.engines.local import available_methods, load_train_config, train
 
-METHODS = ["grpo", "scope", "replace", "prm-reward", "sft", "sft+rl"]
+METHODS = ["grpo", "scope", "replace", "luffy", "prm-reward", "prm-step-reward", "sft", "sft+rl"]
 CONTRACT_KEYS = {"step", "method", "seed", "reward_mean", "accuracy", "entropy", "response_length", "keep_ratio",
                  "near_miss@1", "near_miss@2", "near_miss@3", "groups_total", "groups_gated", "groups_rectified",
                  "groups_skipped", "refiner_failures", "loss", "lr"}
@@ -53,12 +53,12 @@ def test_method_trains_and_checkpoints_load(method, tiny, tmp_path):
     assert 0.0 <= metrics[-1]["val_accuracy"] <= 1.0
     phases = [m["phase"] for m in metrics]
     assert phases == {"sft": ["sft", "sft"], "sft+rl": ["sft", "rl"]}.get(method, ["rl", "rl"])
-    if method in ("scope", "replace"):
-        # a random model fails everything: every group is gated and (refiner ok) rectified
+    if method in ("scope", "replace", "luffy"):
+        # a random model fails everything: every group is gated and (refiner ok) rectified (luffy: no gate)
         assert all(m["groups_gated"] == m["groups_rectified"] == 3 for m in metrics)
         assert all(m["keep_ratio"] is not None for m in metrics)
         assert all(m["reward_mean"] == pytest.approx(1 / 4) for m in metrics)  # one rectified per group
-    if method == "replace":
+    if method in ("replace", "luffy"):
         assert all(m["keep_ratio"] == 0.0 for m in metrics)  # the whole rollout is the refiner's
     if method == "grpo":
         assert all(m["groups_rectified"] == 0 and m["keep_ratio"] is None for m in metrics)
@@ -71,7 +71,7 @@ def test_method_trains_and_checkpoints_load(method, tiny, tmp_path):
     # PRM reward see identical rewards in every group there (all-zero advantages) and must not
     start = AutoModelForCausalLM.from_pretrained(tiny)
     changed = any(not torch.equal(a, b) for a, b in zip(start.parameters(), model.parameters()))
-    assert changed == (method not in ("grpo", "prm-reward"))
+    assert changed == (method not in ("grpo", "prm-reward", "prm-step-reward"))
 
 
 def test_rectified_rollout_is_trained_with_recomputed_logprobs(tiny, tmp_path, monkeypatch):
@@ -92,6 +92,23 @@ def test_rectified_rollout_is_trained_with_recomputed_logprobs(tiny, tmp_path, m
     assert offmask.sum() > 0 and (offmask <= rmask).all()
     # one update per batch (ppo_epochs=1): the policy that computed old_logp is the one being trained
     assert torch.allclose(old * rmask, new * rmask, atol=1e-5)
+
+
+def test_luffy_reads_teacher_solutions_from_a_data_column(tiny, tmp_path):
+    from scope_bench.synthetic import generate_split, solution, split_problems
+
+    problems = split_problems("train", 6, seed=0)
+    rows = [{**p.to_row(), "teacher_solution": solution(p)} for p in problems]
+    data = tmp_path / "train.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cfg = load_train_config("luffy", small(tiny, tmp_path / "r", f"data.train={data}", "data.val=null",
+                                           "metrics.near_miss=false", "luffy.source=data"))
+    metrics = read_metrics(train(cfg))
+    assert all(m["groups_rectified"] == 3 and m["refiner_failures"] == 0 for m in metrics)
+    data.write_text("".join(json.dumps(r) + "\n" for r in generate_split("train", 3)))  # no teacher column
+    with pytest.raises(ValueError, match="teacher_solution"):
+        train(load_train_config("luffy", small(tiny, tmp_path / "r2", f"data.train={data}", "data.val=null",
+                                               "metrics.near_miss=false", "luffy.source=data")))
 
 
 def test_cli_trains_with_overrides(tiny, tmp_path, capsys):
@@ -117,6 +134,12 @@ def test_cli_trains_with_overrides(tiny, tmp_path, capsys):
     ("scope", ["scope.tau=1.5"], "tau"),
     ("scope", ["scope.stats_scope=epoch"], "stats_scope"),
     ("scope", ["refiner.failure=explode"], "refiner.failure"),
+    ("scope", ["refiner.style=fancy"], "refiner.style"),
+    ("scope", ["refiner.error_rate=1.5"], "refiner.error_rate"),
+    ("scope", ["prm.fp_rate=2"], "fp_rate"),
+    ("scope", ["data.difficulties=[ops9]"], "data.difficulties"),
+    ("prm-reward", ["prm_reward.form=dense"], "prm_reward.form"),
+    ("luffy", ["luffy.source=data"], "luffy.source"),
     ("scope", ["device=tpu"], "device"),
     ("scope", ["data.train=rows.jsonl"], "prm.kind"),  # the rule PRM only knows the synthetic task
     ("grpo", ["prm.kind=qwen"], "prm.path"),

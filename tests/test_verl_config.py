@@ -66,10 +66,33 @@ def test_overrides_reach_the_right_block():
     ("scope", ["refiner.kind=openai", "refiner.url=http://t/v1", "refiner.model=m"], "needs a PRM"),
     ("scope", ["prm.kind=vllm", "prm.url=http://p"], "needs a refiner"),
     ("grpo", ["trainer.no_such_key=1"], "no_such_key"),
+    ("grpo", ["algorithm.rollout_correction.rollout_is=token"], "rollout_is/rollout_rs must be null"),
+    ("scope", SERVICES + ["algorithm.rollout_correction.rollout_rs=token"], "every method"),
+    ("grpo", ["distillation.enabled=true"], "distillation"),
+    ("scope", SERVICES + ["actor_rollout_ref.actor.use_kl_loss=true"], "use_kl_loss"),
+    ("replace", SERVICES + ["algorithm.use_kl_in_reward=true"], "use_kl_in_reward"),
+    ("scope", SERVICES + ["actor_rollout_ref.actor.entropy_coeff=0.01"], "refiner's tokens"),
+    ("scope", SERVICES + ["loss.clip_ratio_c=0.5"], "clip_ratio_c"),
 ])
 def test_bad_configs_name_the_key(method, overrides, message):
     with pytest.raises(ValueError, match=message):
         compose_config(method, overrides)
+
+
+def test_kl_and_entropy_stay_available_where_no_row_is_rewritten():
+    for method, extra in (("grpo", []), ("prm-reward", SERVICES)):
+        cfg = compose_config(method, extra + ["actor_rollout_ref.actor.use_kl_loss=true",
+                                              "actor_rollout_ref.actor.entropy_coeff=0.01"])
+        assert cfg.actor_rollout_ref.actor.use_kl_loss
+
+
+def test_cpu_device_adds_the_cpu_sizes_under_user_overrides():
+    cfg = compose_config("scope", SERVICES + ["data.train_batch_size=2"], device="cpu")
+    assert cfg.actor_rollout_ref.rollout.name == "hf" and cfg.actor_rollout_ref.actor.strategy == "fsdp2"
+    assert cfg.actor_rollout_ref.model.override_config.attn_implementation == "sdpa"
+    assert cfg.data.train_batch_size == 2 and cfg.trainer.device == "cpu"  # the user's value wins
+    gpu = compose_config("scope", SERVICES)
+    assert gpu.actor_rollout_ref.rollout.name == "vllm" and gpu.data.train_batch_size == 128
 
 
 def test_method_blocks_come_from_the_shared_trainer_files(tmp_path):

@@ -110,8 +110,7 @@ def test_verl_loss_equals_core_hybrid_loss(actor_config, dynamic, loss_cfg):
         total = total + loss
     assert torch.equal(seen, mask)
     reference = logp.clone().requires_grad_(True)
-    expected = hybrid_loss(reference, old, adv[:, 0], mask, response_mask, clip_eps=loss_cfg.clip_eps,
-                           lam=loss_cfg.lam, gamma=loss_cfg.gamma, offpolicy_advantage=loss_cfg.offpolicy_advantage)
+    expected = hybrid_loss(reference, old, adv[:, 0], mask, response_mask, **loss_cfg.objective_kwargs())
     torch.testing.assert_close(total, expected, rtol=1e-6, atol=1e-7)
     total.backward()
     expected.backward()
@@ -124,11 +123,31 @@ def test_batch_without_mask_is_grpo(actor_config):
     leaf = logp.clone().requires_grad_(True)
     total = sum(scope_actor_loss(actor_config, _model_output(m, leaf), m)[0]
                 for m in _worker_micro_batches(batch, dynamic=False))
-    expected = hybrid_loss(logp, old, adv[:, 0], torch.zeros_like(mask), response_mask)
+    expected = hybrid_loss(logp, old, adv[:, 0], torch.zeros_like(mask), response_mask,
+                           **LossConfig().objective_kwargs())
     torch.testing.assert_close(total, expected, rtol=1e-6, atol=1e-7)
     # and verl's GRPO advantages are the core's
     core_adv = grpo_advantages(rm_scores.sum(-1), list(uid))
     torch.testing.assert_close(adv[:, 0], core_adv)
+
+
+@pytest.mark.parametrize("clip_ratio_c", [3.0, 1.5])
+def test_grpo_is_verls_stock_loss_dual_clip_included(clip_ratio_c):
+    """With no off-policy token, eq. 6 on verl equals verl's own `vanilla` policy loss (PPO clip with
+    dual-clip for negative advantages) under the same settings: `--method grpo` is verl's GRPO."""
+    cfg = compose_config("grpo", [f"loss.clip_ratio_c={clip_ratio_c}"])
+    OmegaConf.resolve(cfg)
+    actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
+    batch, logp, old, adv, mask, response_mask, _, _ = _mini_batch(seed=2, with_mask=False)
+    old = logp - 2.0 * torch.rand(B, R, generator=torch.Generator().manual_seed(5))  # ratios up to e^2 > c
+    negative_far = (adv < 0) & (torch.exp(logp - old) > clip_ratio_c) & response_mask.bool()
+    assert negative_far.any()  # the dual-clip branch is exercised
+    stock, _ = POLICY_LOSS_REGISTRY["vanilla"](old, logp, adv, response_mask, "token-mean", config=actor)
+    ours = hybrid_loss(logp, old, adv[:, 0], torch.zeros_like(mask), response_mask,
+                       **LossConfig(clip_ratio_c=clip_ratio_c).objective_kwargs())
+    torch.testing.assert_close(ours, stock, rtol=1e-6, atol=1e-7)
+    plain = hybrid_loss(logp, old, adv[:, 0], torch.zeros_like(mask), response_mask, clip_ratio_c=None)
+    assert not torch.allclose(plain, stock)  # without dual-clip the numbers differ
 
 
 def test_registered_loss_needs_the_worker_wrapper():

@@ -35,6 +35,7 @@ class LossConfig:
     """The hybrid objective (eq. 6) and GRPO advantages."""
 
     clip_eps: float = 0.2  # PPO clip range on prefix tokens
+    clip_ratio_c: float | None = 3.0  # dual-clip bound for negative advantages (verl's default); null: off
     lam: float = 1.0  # weight of the off-policy term (the paper's lambda)
     gamma: float = 0.1  # shaping f(p) = p / (p + gamma), from LUFFY
     offpolicy_advantage: bool = False  # True: LUFFY's form, the shaped term times the advantage
@@ -47,6 +48,13 @@ class LossConfig:
             raise ValueError(f"loss.gamma must be positive, got {self.gamma}")
         if self.lam < 0:
             raise ValueError(f"loss.lam must be >= 0, got {self.lam}")
+        if self.clip_ratio_c is not None and self.clip_ratio_c <= 1:
+            raise ValueError(f"loss.clip_ratio_c must be > 1 (or null to disable dual-clip), got {self.clip_ratio_c}")
+
+    def objective_kwargs(self) -> dict:
+        """The keyword arguments of `hybrid_loss` / `hybrid_token_objective`, for every engine alike."""
+        return {"clip_eps": self.clip_eps, "clip_ratio_c": self.clip_ratio_c, "lam": self.lam,
+                "gamma": self.gamma, "offpolicy_advantage": self.offpolicy_advantage}
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -19,15 +19,25 @@ def shaped_weight(p, gamma: float = 0.1):
     return p / (p + gamma)
 
 
-def clipped_surrogate(logp, old_logp, advantages, clip_eps: float = 0.2):
-    """Per-token PPO objective `min(r A, clip(r, 1-eps, 1+eps) A)`, `r = pi_theta / pi_old`."""
+def clipped_surrogate(logp, old_logp, advantages, clip_eps: float = 0.2, clip_ratio_c: float | None = None):
+    """Per-token PPO objective `min(r A, clip(r, 1-eps, 1+eps) A)`, `r = pi_theta / pi_old`.
+
+    `clip_ratio_c` adds dual-clip (Ye et al. 2020, verl's stock `vanilla` loss): for `A < 0` the
+    objective is at least `c * A`, so a token whose ratio ran far above 1 cannot dominate the step.
+    """
     log_ratio = torch.clamp(logp - old_logp.detach(), -20.0, 20.0)  # as verl, to avoid exp overflow
     ratio = torch.exp(log_ratio)
-    return torch.minimum(ratio * advantages, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages)
+    objective = torch.minimum(ratio * advantages, torch.clamp(ratio, 1 - clip_eps, 1 + clip_eps) * advantages)
+    if clip_ratio_c is None:
+        return objective
+    if clip_ratio_c <= 1:
+        raise ValueError(f"clip_ratio_c must be greater than 1, got {clip_ratio_c}")
+    return torch.where(advantages < 0, torch.maximum(objective, clip_ratio_c * advantages), objective)
 
 
 def hybrid_token_objective(
-    logp, old_logp, advantages, offpolicy_mask, *, clip_eps=0.2, lam=1.0, gamma=0.1, offpolicy_advantage=False
+    logp, old_logp, advantages, offpolicy_mask, *, clip_eps=0.2, clip_ratio_c=None, lam=1.0, gamma=0.1,
+    offpolicy_advantage=False,
 ):
     """Eq. 6 per token: the clipped surrogate on on-policy (prefix) tokens, `lam * f(pi_theta)` on
     off-policy (suffix) tokens, times the advantage in LUFFY's form. Shape of `logp`."""
@@ -36,7 +46,8 @@ def hybrid_token_objective(
     offpolicy = lam * shaped_weight(torch.exp(logp), gamma)
     if offpolicy_advantage:
         offpolicy = offpolicy * advantages
-    return (1 - mask) * clipped_surrogate(logp, old_logp, advantages, clip_eps) + mask * offpolicy
+    onpolicy = clipped_surrogate(logp, old_logp, advantages, clip_eps, clip_ratio_c)
+    return (1 - mask) * onpolicy + mask * offpolicy
 
 
 def hybrid_loss(
@@ -47,6 +58,7 @@ def hybrid_loss(
     response_mask,
     *,
     clip_eps: float = 0.2,
+    clip_ratio_c: float | None = None,
     lam: float = 1.0,
     gamma: float = 0.1,
     offpolicy_advantage: bool = False,
@@ -59,7 +71,7 @@ def hybrid_loss(
     _check_shapes(logp, old_logp=old_logp, offpolicy_mask=offpolicy_mask, response_mask=response_mask)
     objective = hybrid_token_objective(
         logp, old_logp, advantages, offpolicy_mask,
-        clip_eps=clip_eps, lam=lam, gamma=gamma, offpolicy_advantage=offpolicy_advantage,
+        clip_eps=clip_eps, clip_ratio_c=clip_ratio_c, lam=lam, gamma=gamma, offpolicy_advantage=offpolicy_advantage,
     )
     return -masked_token_mean(objective, response_mask)
 

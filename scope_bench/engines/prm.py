@@ -140,14 +140,26 @@ def _load_score_head(path: Path, hidden_size: int):
 class VLLMPoolingPRM:
     """Client of a vLLM pooling server: `POST {base_url}/pooling` with the PRM chat as `messages`.
 
-    The reply's `data[i].data` is one entry per step tag, each the two class probabilities (or a
-    single positive probability); the positive one is taken. A call that still fails after
-    `retries` raises: scoring with a broken PRM would silently change the method.
+    `base_url` is the server's root, with or without a trailing `/v1`. The reply's `data[i].data` is
+    one entry per step tag, each the two class probabilities (or a single positive probability); the
+    positive one is taken. A call that still fails after `retries` raises: scoring with a broken PRM
+    would silently change the method.
+
+    Over-long chats are handled as `QwenMathPRM` handles them: each request asks vLLM to keep the
+    first `max_tokens` tokens (`truncate_prompt_tokens`, `truncation_side: "right"`, both accepted by
+    vLLM 0.24; -1 = the server's `max_model_len`), so the system prompt, the question and the first
+    steps are what the PRM sees; the steps whose tag was cut off come back without a score, get 0.0
+    and are counted in `truncated_steps`. Keeping the start is the only side that works: scores are
+    matched to steps from the first one, and a PRM that does not see the question cannot judge a step.
+    `max_tokens=None` sends no truncation (a chat over the server's limit is then a 4xx that raises).
+    `max_tokens` must not exceed the server's `--max-model-len` (vLLM refuses it with a 400).
     """
 
     def __init__(self, base_url: str, model: str, *, concurrency: int = 64, timeout_s: float = 300.0,
                  retries: int = 3, backoff_s: float = 1.0, api_key_env: str = "SCOPE_PRM_API_KEY",
-                 extra_body: dict | None = None):
+                 max_tokens: int | None = 4096, extra_body: dict | None = None):
+        if max_tokens is not None and (max_tokens == 0 or max_tokens < -1):
+            raise ValueError(f"PRM max_tokens must be positive, -1 (the server's max_model_len) or None, got {max_tokens}")
         root = base_url.rstrip("/")
         self.url = (root.removesuffix("/v1")) + "/pooling"
         self.model = model
@@ -156,8 +168,10 @@ class VLLMPoolingPRM:
         self.retries = retries
         self.backoff_s = backoff_s
         self.api_key_env = api_key_env
+        self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
         self.stats: Counter = Counter()
+        self.truncated_steps = 0
 
     def score(self, questions: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         if len(questions) != len(steps):
@@ -180,7 +194,10 @@ class VLLMPoolingPRM:
         async def one(client, question, solution_steps):
             if not solution_steps:
                 return []
-            body = {"model": self.model, "messages": prm_messages(question, solution_steps), **self.extra_body}
+            truncation = ({"truncate_prompt_tokens": self.max_tokens, "truncation_side": "right"}
+                          if self.max_tokens is not None else {})
+            body = {"model": self.model, "messages": prm_messages(question, solution_steps), **truncation,
+                    **self.extra_body}
 
             async def call():
                 async with gate:
@@ -189,21 +206,25 @@ class VLLMPoolingPRM:
 
             try:
                 reply = await with_retries(call, retries=self.retries, backoff_s=self.backoff_s, counts=self.stats)
-                return parse_pooling_reply(reply, len(solution_steps))
+                scores = parse_pooling_reply(reply, len(solution_steps), truncated=self.max_tokens is not None)
             except CallError as err:
                 raise RuntimeError(f"PRM server {self.url} failed after {self.retries} retries: {err}") from None
+            missing = len(solution_steps) - len(scores)
+            self.truncated_steps += missing
+            return scores + [0.0] * missing
 
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits) as client:
             return list(await asyncio.gather(*(one(client, q, s) for q, s in zip(questions, steps))))
 
 
-def parse_pooling_reply(reply, n_steps: int) -> list[float]:
-    """Positive-class probability per step from a vLLM `/pooling` reply for one solution."""
+def parse_pooling_reply(reply, n_steps: int, truncated: bool = False) -> list[float]:
+    """Positive-class probability per step from a vLLM `/pooling` reply for one solution; with
+    `truncated` (the request asked for truncation) fewer scores than steps are the leading steps'."""
     try:
         rows = reply["data"][0]["data"]
     except (KeyError, IndexError, TypeError):
         raise CallError("malformed", f"no data[0].data in {str(reply)[:200]}") from None
     scores = [float(r[-1]) if isinstance(r, (list, tuple)) else float(r) for r in rows]
-    if len(scores) != n_steps:
+    if len(scores) > n_steps or (len(scores) < n_steps and not truncated):
         raise CallError("malformed", f"{len(scores)} step scores for {n_steps} steps (is the server a STEP-pooling PRM?)")
     return scores

@@ -17,6 +17,7 @@ import json
 import os
 import random
 import re
+import string
 import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -53,6 +54,32 @@ def refine_messages(request: RefineRequest) -> list[dict]:
     prefix = request.prefix if request.prefix.strip() else EMPTY_PREFIX
     content = REFINE_INSTRUCTION.format(question=request.question.strip(), prefix=prefix, ground_truth=request.ground_truth)
     return [{"role": "user", "content": content}]
+
+
+def _template_pattern(template: str) -> re.Pattern:
+    """A regex matching `template.format(**fields)`, one named group per field."""
+    parts = []
+    for literal, field, _, _ in string.Formatter().parse(template):
+        parts.append(re.escape(literal))
+        if field:
+            parts.append(f"(?P<{field}>.*?)")
+    return re.compile("".join(parts) + r"\Z", re.DOTALL)
+
+
+_REFINE_PROMPT = _template_pattern(REFINE_INSTRUCTION)
+
+
+def parse_refine_messages(messages: list[dict]) -> RefineRequest | None:
+    """The request back from `refine_messages` (question stripped, the empty-prefix marker read as
+    ""), or None when the last message is not a refine prompt; what a server playing the refiner needs."""
+    try:
+        found = _REFINE_PROMPT.match(messages[-1]["content"])
+    except (IndexError, KeyError, TypeError):
+        return None
+    if not found:
+        return None
+    prefix = "" if found["prefix"] == EMPTY_PREFIX else found["prefix"]
+    return RefineRequest(found["question"], prefix, found["ground_truth"])
 
 
 def strip_reasoning(text: str) -> str:
@@ -134,6 +161,11 @@ async def with_retries(call: Callable[[], Awaitable], *, retries: int, backoff_s
 class OpenAIRefiner:
     """`Refiner` over `POST {base_url}/chat/completions`, greedy (temperature 0) by default.
 
+    `base_url` includes the API version (`https://api.deepseek.com/v1`, `http://host:8000/v1`).
+    `max_tokens` (16384) is sized for a reasoning refiner: DeepSeek-R1's think block counts against it
+    and often runs to thousands of tokens, and a reply cut there is a counted `length` failure, not a
+    continuation; it still fits a 32k-context server with the prompt.
+
     `stats` accumulates over the refiner's life: calls, ok, retries, and `error/<kind>` counts;
     `last_stats` holds the same for the latest `refine` call (what a training step logs).
     """
@@ -148,7 +180,7 @@ class OpenAIRefiner:
         timeout_s: float = 600.0,
         retries: int = 3,
         backoff_s: float = 1.0,
-        max_tokens: int = 4096,
+        max_tokens: int = 16384,
         temperature: float = 0.0,
         extra_body: dict | None = None,
     ):

@@ -2,7 +2,7 @@
 
 An engine samples, rewards and turns its batch into groups of `core.Rollout`s; `apply_stage` then
 does what the method asks (nothing for GRPO, the SCOPE stage for scope/replace, PRM shaping for
-prm-reward) and returns the rewards to train on, the rows to rewrite and the step's metrics under the
+prm-reward, one teacher solution in every group for luffy) and returns the rewards to train on, the rows to rewrite and the step's metrics under the
 names every engine logs. The engine only maps the result back into its own batch format.
 """
 
@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 
 from scope_bench.analysis.nearmiss import near_miss_of_rollouts
 from scope_bench.core.config import ScopeConfig
+from scope_bench.core.interfaces import RefineRequest
 from scope_bench.core.losses import prm_shaped_reward
 from scope_bench.core.rectify import Rectification, Rollout, rectify_groups, stage_metrics
-from scope_bench.core.steps import split_steps
+from scope_bench.core.steps import split_steps, step_token_spans
 
-STAGES = ("none", "scope", "prm_reward")
+STAGES = ("none", "scope", "prm_reward", "luffy")
+PRM_REWARD_FORMS = ("scalar", "step")
 NEAR_MISS_K = (1, 2, 3)
 
 
@@ -49,6 +51,8 @@ class StageResult:
     rectifications: dict[int, Rectification] = field(default_factory=dict)
     step_scores: dict[int, list[float]] = field(default_factory=dict)  # PRM scores of failed rollouts
     metrics: dict = field(default_factory=dict)
+    # prm_reward with form "step": (token end, reward) at each step boundary of each rollout
+    step_rewards: dict[int, list[tuple[int, float]]] = field(default_factory=dict)
 
 
 def apply_stage(
@@ -63,9 +67,11 @@ def apply_stage(
     prm_reward: dict | None = None,
     near_miss: bool = False,
     timer: Timer | None = None,
+    traces: Sequence[str | None] | None = None,
 ) -> StageResult:
     """Run the method's stage on a batch of groups; `near_miss` adds near-miss@k of the sampled
-    failures (PRM-scored for every method, so methods compare), reusing the stage's scores."""
+    failures (PRM-scored for every method, so methods compare), reusing the stage's scores.
+    `traces` (luffy only): one pre-collected teacher solution per group; None asks the refiner."""
     if stage not in STAGES:
         raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
     timer = Timer() if timer is None else timer
@@ -89,15 +95,17 @@ def apply_stage(
                     result.rectifications[j] = out.rectification
                     result.rewards[j] = out.rectification.reward
             result.metrics = stage_metrics(outcomes, len(groups))
+            result.metrics["keep_ratio_steps"] = _keep_ratio_steps(outcomes)
         elif stage == "prm_reward":
             if scorer is None:
                 raise ValueError("stage prm_reward needs a PRM")
-            steps = [split_steps(r.text) for r in flat]
-            scored = [j for j, s in enumerate(steps) if s]
-            got = dict(zip(scored, scorer.score([flat[j].question for j in scored], [steps[j] for j in scored])))
-            result.rewards = [prm_shaped_reward(r.reward, got.get(j, []), **(prm_reward or {}))
-                              for j, r in enumerate(flat)]
-            result.step_scores = {j: s for j, s in got.items() if flat[j].failed}
+            _prm_reward(flat, scorer, dict(prm_reward or {}), result)
+        elif stage == "luffy":
+            if traces is None and refiner is None:
+                raise ValueError("stage luffy needs a refiner or a teacher solution per group")
+            _luffy(groups, starts, traces, _Timed(refiner, "refine", timer, "stage/refiner") if refiner else None,
+                   tokenize, verify, result)
+    result.metrics["all_fail_groups"] = sum(all(r.failed for r in g) for g in groups) / max(len(groups), 1)
     if stage == "none":
         del timer["stage"]
     else:
@@ -110,6 +118,56 @@ def apply_stage(
         with timer("near_miss"):
             result.metrics.update(near_miss_of_rollouts(flat, prm, tau, result.step_scores, NEAR_MISS_K))
     return result
+
+
+def _prm_reward(flat: Sequence[Rollout], scorer, options: dict, result: StageResult) -> None:
+    """RL with PRM reward. Scalar: `R + weight * agg_j p_j` on every rollout. Step (dense, the paper's
+    wording): the outcome stays the rollout's reward and `weight * p_j` is given at the last token of
+    step j (`result.step_rewards`), for the engine's process advantages."""
+    form = options.pop("form", "scalar")
+    if form not in PRM_REWARD_FORMS:
+        raise ValueError(f"prm_reward.form must be one of {', '.join(PRM_REWARD_FORMS)}, got {form!r}")
+    steps = [split_steps(r.text) for r in flat]
+    scored = [j for j, s in enumerate(steps) if s]
+    got = dict(zip(scored, scorer.score([flat[j].question for j in scored], [steps[j] for j in scored])))
+    result.step_scores = {j: s for j, s in got.items() if flat[j].failed}
+    if form == "scalar":
+        result.rewards = [prm_shaped_reward(r.reward, got.get(j, []), **options) for j, r in enumerate(flat)]
+        return
+    weight = options.get("weight", 0.5)
+    for j, scores in got.items():
+        ends = [end for _, end in step_token_spans(flat[j].text, flat[j].token_offsets)]
+        result.step_rewards[j] = [(end, weight * float(p)) for end, p in zip(ends, scores)]
+
+
+def _luffy(groups, starts, traces, refiner, tokenize, verify, result: StageResult) -> None:
+    """LUFFY's mixing: every group (no gate) gets one whole teacher solution in place of its last
+    rollout, all of it off-policy, rewarded by verification. Traces come from the data (`traces`) or
+    the refiner (one request per group, no prefix); a missing or wrong solution leaves the group as
+    sampled and counts as a refiner failure (LUFFY's traces are verified before training)."""
+    if traces is None:
+        got = refiner.refine([RefineRequest(g[0].question, "", g[0].ground_truth) for g in groups])
+        traces = [r.suffix if r.ok else None for r in got]
+    mixed = failures = 0
+    for start, group, trace in zip(starts, groups, traces):
+        if not trace or not trace.strip() or verify(trace, group[0].ground_truth) < 1.0:
+            failures += 1
+            continue
+        ids = list(tokenize(trace.strip()))
+        j = start + len(group) - 1
+        result.rectifications[j] = Rectification(len(group) - 1, ids, [1] * len(ids), trace.strip(), 0)
+        result.rewards[j] = 1.0
+        mixed += 1
+    result.metrics.update({"groups_gated": len(groups), "groups_rectified": mixed, "refiner_failures": failures,
+                           "groups_skipped": failures, "keep_ratio": 0.0 if mixed else None,
+                           "keep_ratio_steps": 0.0 if mixed else None})
+
+
+def _keep_ratio_steps(outcomes) -> float | None:
+    """Mean share of the selected rollout's steps kept as verified prefix (the paper's Fig. 4 unit)."""
+    kept = [o.record.prefix_steps / o.record.total_steps for o in outcomes
+            if o.record.status == "rectified" and o.record.total_steps]
+    return sum(kept) / len(kept) if kept else None
 
 
 class _Timed:

@@ -15,7 +15,8 @@ import numpy as np
 from scope_bench.analysis.dynamics import DYNAMICS_METRICS, NEAR_MISS_METRICS, TrainingRun, seed_curve
 
 DPI = 100
-FIGSIZE = {"bars": (12.0, 4.5), "dynamics": (15.0, 8.0), "near_miss": (15.0, 4.0), "diversity": (7.0, 5.0)}
+FIGSIZE = {"bars": (12.0, 4.5), "dynamics": (15.0, 8.0), "near_miss": (15.0, 4.0), "diversity": (7.0, 5.0),
+           "exploration": (15.0, 8.0)}
 _TITLES = {"reward_mean": "Reward (train)", "entropy": "Policy entropy", "keep_ratio": "PRM keep ratio",
            "response_length": "Response length (tokens)", "val_accuracy": "Validation accuracy"}
 
@@ -111,11 +112,30 @@ def _curves(fig, groups: dict[str, list[TrainingRun]], keys, ncols: int, titles:
 def plot_dynamics(groups: dict[str, list[TrainingRun]], stem: Path) -> list[Path]:
     """Reward, entropy, keep ratio, response length and validation accuracy against step:
     mean over seeds with a +-1 std band, one colour per method."""
-    fig = _figure("dynamics")
-    _curves(fig, groups, DYNAMICS_METRICS, 3, _TITLES)
-    fig.suptitle("Training dynamics (mean and ±1 std over seeds)")
+    return _curve_grid("dynamics", groups, DYNAMICS_METRICS, _TITLES, "Training dynamics", stem)
+
+
+def _curve_grid(kind: str, groups, keys, titles: dict, title: str, stem: Path) -> list[Path]:
+    fig = _figure(kind)
+    _curves(fig, groups, keys, 3, titles)
+    fig.suptitle(f"{title} (mean and ±1 std over seeds)")
     fig.subplots_adjust(left=0.05, right=0.98, top=0.9, bottom=0.08, hspace=0.35, wspace=0.2)
     return _save(fig, stem)
+
+
+# The demo's figure: what the policy itself scored (a rectified row's reward is 1 by construction, so
+# the training reward flatters SCOPE), the keep ratio in steps (the paper's Fig. 4) and in tokens,
+# near-miss@1 (Fig. 5-6) and the share of groups where every rollout failed (no GRPO signal).
+EXPLORATION_METRICS = ("accuracy", "all_fail_groups", "keep_ratio_steps", "keep_ratio", "near_miss@1", "near_miss@2")
+EXPLORATION_TITLES = {"accuracy": "On-policy accuracy (the policy's own rollouts)",
+                      "all_fail_groups": "Share of all-fail groups", "keep_ratio_steps": "Keep ratio (steps)",
+                      "keep_ratio": "Keep ratio (tokens)", "near_miss@1": "Near-miss@1 (r=0)",
+                      "near_miss@2": "Near-miss@2 (r=0)"}
+
+
+def plot_exploration(groups: dict[str, list[TrainingRun]], stem: Path) -> list[Path]:
+    """The demo's training curves (EXPLORATION_METRICS), mean over seeds with a ±1 std band."""
+    return _curve_grid("exploration", groups, EXPLORATION_METRICS, EXPLORATION_TITLES, "Training", stem)
 
 
 def plot_near_miss(groups: dict[str, list[TrainingRun]], stem: Path) -> list[Path]:

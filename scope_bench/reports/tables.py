@@ -39,6 +39,15 @@ TRAINING_NOTE = ("val_accuracy and near_miss@1 are fractions (0-1); bold: highes
                  "accuracy, lowest near-miss@1.")
 
 
+@dataclass(frozen=True)
+class Spread:
+    """Mean ± standard deviation over `n` seeds (printed "56.3 ± 1.2"; bolding compares the mean)."""
+
+    mean: float
+    sd: float
+    n: int
+
+
 @dataclass
 class Row:
     name: str
@@ -70,6 +79,8 @@ class Table:
         d = self.decimals.get(column, 1)
         if value is None or (isinstance(value, float) and math.isnan(value)):
             return None
+        if isinstance(value, Spread):
+            return f"{value.mean:.{d}f}" + (f" ± {value.sd:.{d}f}" if value.n > 1 else "")
         if isinstance(value, (tuple, list)):
             if any(v is None or math.isnan(v) for v in value):
                 return None

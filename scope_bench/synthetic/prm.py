@@ -6,15 +6,20 @@ Step j (0-based) of a solution to a problem with operations op_1..op_n is correc
 - j = n: it holds \\boxed{answer} with the true final value;
 - j > n: never (the solution should have ended).
 Steps are judged against the true running value, so a step that carries an earlier mistake forward
-is wrong too. Correct steps score `p_correct`, wrong ones `p_wrong` (probabilities, as a real PRM).
+is wrong too; a teacher-style step is judged by its equation (`canonical_step`), as a PRM judges
+content, not wording. Correct steps score `p_correct`, wrong ones `p_wrong` (probabilities, as a real
+PRM). `fp_rate` / `fn_rate` make it a noisy PRM: that share of wrong steps is scored as correct
+(false positives) and of correct steps as wrong (false negatives), chosen by a hash of (seed,
+question, step index, step text), so the same step always gets the same score.
 """
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Sequence
 
-from scope_bench.synthetic.task import apply_op, parse_question
+from scope_bench.synthetic.task import apply_op, canonical_step, parse_question
 
 _STEP = re.compile(r"^\s*(-?\d+)\s*([+\-*])\s*(-?\d+)\s*=\s*(-?\d+)\s*\.?\s*$")
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
@@ -29,7 +34,7 @@ def check_steps(question: str, steps: Sequence[str]) -> list[bool]:
     out = []
     for j, step in enumerate(steps):
         if j < len(ops):
-            m = _STEP.match(step)
+            m = _STEP.match(canonical_step(step))
             ok = bool(m) and (int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))) == (
                 values[j], ops[j][0], ops[j][1], values[j + 1])
         elif j == len(ops):
@@ -42,13 +47,26 @@ def check_steps(question: str, steps: Sequence[str]) -> list[bool]:
 
 
 class RuleBasedPRM:
-    """Exact step checks turned into PRM-style probabilities."""
+    """Exact step checks turned into PRM-style probabilities, optionally with judgement noise."""
 
-    def __init__(self, p_correct: float = 0.9, p_wrong: float = 0.1):
+    def __init__(self, p_correct: float = 0.9, p_wrong: float = 0.1, fp_rate: float = 0.0, fn_rate: float = 0.0,
+                 seed: int = 0):
+        for name, rate in (("fp_rate", fp_rate), ("fn_rate", fn_rate)):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {rate}")
         self.p_correct, self.p_wrong = p_correct, p_wrong
+        self.fp_rate, self.fn_rate, self.seed = fp_rate, fn_rate, seed
 
     def score(self, questions: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         if len(questions) != len(steps):
             raise ValueError(f"{len(questions)} questions but {len(steps)} step lists")
-        return [[self.p_correct if ok else self.p_wrong for ok in check_steps(q, s)]
+        return [[self.p_correct if self._judged(q, j, step, ok) else self.p_wrong
+                 for j, (step, ok) in enumerate(zip(s, check_steps(q, s)))]
                 for q, s in zip(questions, steps)]
+
+    def _judged(self, question: str, j: int, step: str, ok: bool) -> bool:
+        """The PRM's verdict on one step: the truth, flipped at the configured error rate."""
+        rate = self.fn_rate if ok else self.fp_rate
+        if rate and random.Random(f"{self.seed}|{question}|{j}|{step}").random() < rate:
+            return not ok
+        return ok

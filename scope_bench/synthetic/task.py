@@ -23,8 +23,13 @@ import random
 import re
 from dataclasses import dataclass
 
-# difficulty -> number of operations; operands stay in 1..20 (learnable by a ~1M-param model)
+# difficulty -> number of operations; operands stay in 1..20 (learnable by a ~1M-param model).
+# DIFFICULTIES is the warm start's world; LONGER_CHAINS go beyond it: ops5/ops6 are the RL regime
+# (one and two steps longer than anything the warm start saw, where it rarely succeeds) and ops7 is
+# the out-of-distribution split (a chain longer than anything trained, RL included).
 DIFFICULTIES = {"easy": 2, "medium": 3, "hard": 4}
+LONGER_CHAINS = {"ops5": 5, "ops6": 6, "ops7": 7}
+ALL_DIFFICULTIES = {**DIFFICULTIES, **LONGER_CHAINS}
 MAX_OPERAND = 20
 MAX_FACTOR = 5  # multiplications use a small factor so values stay short
 
@@ -95,13 +100,51 @@ def answer_text(answer: int | str) -> str:
     return f"The answer is \\boxed{{{answer}}}."
 
 
-def solution_steps(start: int, ops: list[tuple[str, int]]) -> list[str]:
-    """The reference solution as a list of steps (one per operation, then the answer)."""
+# The teacher's own style (`refiner.style=shifted`): the same arithmetic in another layout, as a
+# stronger model writes differently from the student: a word before each step and compact equations
+# ("Next: 12*3=36" where the student writes "12 * 3 = 36"), another closing line. A PRM judges a step
+# by its content (`canonical_step`); the student finds the text unlikely. The length stays close to
+# the student's, so the shift is in the distribution, not in the cost.
+_LEADS = ("First", "Next", "Then")
+_TEACHER_STEP = re.compile(r"^(?:First|Next|Then): (.*)$")
+_TEACHER_ANSWER = "Final answer: \\boxed{{{}}}"
+
+
+def teacher_step_text(value: int, op: str, operand: int, index: int) -> str:
+    lead = _LEADS[min(index, len(_LEADS) - 1)]
+    return f"{lead}: {value}{op}{operand}={apply_op(value, op, operand)}"
+
+
+def teacher_answer_text(answer: int | str) -> str:
+    return _TEACHER_ANSWER.format(answer)
+
+
+def canonical_step(step: str) -> str:
+    """A teacher-style step reduced to its equation (any other step unchanged)."""
+    m = _TEACHER_STEP.match(step.strip())
+    return m.group(1) if m else step
+
+
+def solution_steps(start: int, ops: list[tuple[str, int]], style: str = "student", first_index: int = 0,
+                   slip_at: int | None = None) -> list[str]:
+    """The reference solution as a list of steps (one per operation, then the answer).
+
+    `style` is "student" (the warm start's format) or "shifted" (the teacher's, see `teacher_step_text`);
+    `first_index` numbers the steps when continuing a prefix; `slip_at` makes step `slip_at` (0-based)
+    an arithmetic slip (result off by one) that is carried forward, as a weaker teacher's mistake."""
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
     steps, v = [], start
-    for op, x in ops:
-        steps.append(step_text(v, op, x))
+    for j, (op, x) in enumerate(ops):
+        step = step_text(v, op, x) if style == "student" else teacher_step_text(v, op, x, first_index + j)
         v = apply_op(v, op, x)
-    return steps + [answer_text(v)]
+        if j == slip_at:
+            step, v = re.sub(r"-?\d+$", str(v + 1), step), v + 1
+        steps.append(step)
+    return steps + [answer_text(v) if style == "student" else teacher_answer_text(v)]
+
+
+STYLES = ("student", "shifted")
 
 
 def solution(problem: Problem) -> str:
@@ -110,11 +153,11 @@ def solution(problem: Problem) -> str:
 
 def random_problem(rng: random.Random, difficulty: str) -> Problem:
     """Operations keep values non-negative (a subtraction never exceeds the running value)."""
-    if difficulty not in DIFFICULTIES:
-        raise ValueError(f"unknown difficulty {difficulty!r}; choose from {sorted(DIFFICULTIES)}")
+    if difficulty not in ALL_DIFFICULTIES:
+        raise ValueError(f"unknown difficulty {difficulty!r}; choose from {sorted(ALL_DIFFICULTIES)}")
     start = rng.randint(1, MAX_OPERAND)
     v, ops = start, []
-    for _ in range(DIFFICULTIES[difficulty]):
+    for _ in range(ALL_DIFFICULTIES[difficulty]):
         op = rng.choice("+-*")
         if op == "-" and v < 1:
             op = "+"

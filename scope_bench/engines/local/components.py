@@ -12,7 +12,8 @@ def build_prm(cfg, device: str):
     if cfg.prm.kind == "rule":
         from scope_bench.synthetic.prm import RuleBasedPRM
 
-        return RuleBasedPRM(cfg.prm.p_correct, cfg.prm.p_wrong)
+        return RuleBasedPRM(cfg.prm.p_correct, cfg.prm.p_wrong, fp_rate=cfg.prm.fp_rate, fn_rate=cfg.prm.fn_rate,
+                            seed=cfg.seed)
     from scope_bench.engines.prm import QwenMathPRM
 
     return QwenMathPRM(cfg.prm.path, device=cfg.prm.device or device)
@@ -23,7 +24,7 @@ def build_refiner(cfg):
         from scope_bench.synthetic.refiner import ProgrammaticRefiner
 
         inner = ProgrammaticRefiner(failure=cfg.refiner.failure, failure_rate=cfg.refiner.failure_rate,
-                                    seed=cfg.seed)
+                                    seed=cfg.seed, style=cfg.refiner.style, error_rate=cfg.refiner.error_rate)
     else:
         from scope_bench.engines.refiner import OpenAIRefiner
 

@@ -9,9 +9,9 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from scope_bench.engines.stage import PRM_REWARD_FORMS, STAGES
 from scope_bench.paths import TRAINERS_DIR
 
-STAGES = ("none", "scope", "prm_reward")
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -129,6 +129,15 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.refiner.kind != "openai" or (cfg.refiner.url and cfg.refiner.model), "refiner.url",
          "and refiner.model are required with refiner.kind=openai")
     need(cfg.prm_reward.aggregate in ("min", "mean"), "prm_reward.aggregate", "must be min or mean")
+    need(cfg.prm_reward.form in PRM_REWARD_FORMS, "prm_reward.form", f"must be one of {', '.join(PRM_REWARD_FORMS)}")
+    need(cfg.luffy.source in ("refiner", "data"), "luffy.source", "must be refiner or data")
+    need(not (cfg.stage == "luffy" and cfg.luffy.source == "data" and cfg.data.train == "synthetic"),
+         "luffy.source", "data needs a training file with a teacher column (synthetic rows have none)")
+    need(0 <= cfg.prm.fp_rate <= 1 and 0 <= cfg.prm.fn_rate <= 1, "prm.fp_rate", "and prm.fn_rate must lie in [0, 1]")
+    need(0 <= cfg.refiner.error_rate <= 1, "refiner.error_rate", "must lie in [0, 1]")
+    if cfg.refiner.kind == "programmatic":
+        from scope_bench.synthetic.task import STYLES
+        need(cfg.refiner.style in STYLES, "refiner.style", f"must be one of {', '.join(STYLES)}")
     need(cfg.eval.every >= 0, "eval.every", "must be >= 0")
     need(cfg.checkpoint.every >= 0, "checkpoint.every", "must be >= 0")
     need(cfg.checkpoint.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
@@ -136,25 +145,27 @@ def validate(cfg: DictConfig) -> None:
         from scope_bench.synthetic.refiner import FAILURES
         need(cfg.refiner.failure in FAILURES, "refiner.failure", f"must be one of {', '.join(FAILURES)}")
     synthetic_task = cfg.data.train == "synthetic"
-    need(synthetic_task or cfg.prm.kind != "rule" or not _needs_prm(cfg), "prm.kind",
+    need(synthetic_task or cfg.prm.kind != "rule" or not needs_prm(cfg), "prm.kind",
          "rule only knows the synthetic task; pass --prm for other data")
-    need(synthetic_task or cfg.refiner.kind != "programmatic" or not _needs_refiner(cfg), "refiner.kind",
+    need(synthetic_task or cfg.refiner.kind != "programmatic" or not needs_refiner(cfg), "refiner.kind",
          "programmatic only knows the synthetic task; pass --refiner-url/--refiner for other data")
     if synthetic_task:
-        from scope_bench.synthetic.task import DIFFICULTIES
+        from scope_bench.synthetic.task import ALL_DIFFICULTIES
         for d in cfg.data.difficulties:
-            need(d in DIFFICULTIES, "data.difficulties", f"entries must be among {', '.join(DIFFICULTIES)}")
+            need(d in ALL_DIFFICULTIES, "data.difficulties", f"entries must be among {', '.join(ALL_DIFFICULTIES)}")
     from_dict(LossConfig, OmegaConf.to_container(cfg.loss), "loss")
     from_dict(ScopeConfig, OmegaConf.to_container(cfg.scope), "scope")
 
 
-def _needs_prm(cfg) -> bool:
+def needs_prm(cfg) -> bool:
+    """Whether a run of `cfg` scores steps (the stage, or near-miss metrics)."""
     return cfg.metrics.near_miss or cfg.stage == "prm_reward" or (
         cfg.stage == "scope" and cfg.scope.prefix_source == "prm")
 
 
-def _needs_refiner(cfg) -> bool:
-    return cfg.stage == "scope" or cfg.train.sft_steps > 0
+def needs_refiner(cfg) -> bool:
+    """Whether a run of `cfg` asks a teacher (rectification, luffy without data traces, SFT)."""
+    return cfg.stage == "scope" or (cfg.stage == "luffy" and cfg.luffy.source == "refiner") or cfg.train.sft_steps > 0
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -15,15 +15,17 @@ QUESTION_KEYS = ("question", "problem", "prompt")
 ANSWER_KEYS = ("answer", "ground_truth", "final_answer", "reward_model")  # reward_model: verl parquet
 
 
-def load_rows(source: str, *, split: str, n: int | None, seed: int, cfg_data) -> list[dict]:
-    """Rows {question, answer} from `source` ("synthetic", a .parquet/.jsonl/.json path, or a hub id)."""
+def load_rows(source: str, *, split: str, n: int | None, seed: int, cfg_data, keep: tuple[str, ...] = ()) -> list[dict]:
+    """Rows {question, answer} from `source` ("synthetic", a .parquet/.jsonl/.json path, or a hub id),
+    plus the columns named in `keep` (e.g. LUFFY's pre-collected teacher solutions), which must exist."""
     if source == "synthetic":
         from scope_bench.synthetic.task import generate_split
 
         return generate_split("train" if split == "train" else "val", n, seed=seed,
                               difficulties=tuple(cfg_data.difficulties))
     raw = read_rows(source, split)
-    rows = [_normalise(row, i, source, cfg_data) for i, row in enumerate(raw)]
+    rows = [{**_normalise(row, i, source, cfg_data), **{k: _field(row, k, (), i, source) for k in keep}}
+            for i, row in enumerate(raw)]
     if not rows:
         raise ValueError(f"data {source}: no rows")
     return rows[:n] if n else rows

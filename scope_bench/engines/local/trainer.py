@@ -26,10 +26,11 @@ from scope_bench.core import (
     hybrid_loss,
     sft_loss,
 )
+from scope_bench.core.advantages import process_advantages
 from scope_bench.core.config import from_dict
 from scope_bench.engines.local import checkpoint as ckpt
 from scope_bench.engines.local.components import build_prm, build_refiner
-from scope_bench.engines.local.config import to_yaml
+from scope_bench.engines.local.config import needs_prm, needs_refiner, to_yaml
 from scope_bench.engines.local.data import batch_indices, load_rows
 from scope_bench.engines.local.policy import (
     encode_prompts,
@@ -110,7 +111,7 @@ def setup(cfg: DictConfig) -> Run:
     run_dir = Path(cfg.run_dir or PROJECT_ROOT / "runs" / "train" / f"{cfg.method}-seed{cfg.seed}")
     _check_run_dir(cfg, run_dir)
     train_rows = load_rows(cfg.data.train, split=cfg.data.split, n=cfg.data.n_train, seed=cfg.seed,
-                           cfg_data=cfg.data)
+                           cfg_data=cfg.data, keep=_trace_columns(cfg))
     val_rows = [] if cfg.data.val is None else load_rows(
         cfg.data.val, split="val" if cfg.data.val == "synthetic" else cfg.data.val_split, n=cfg.data.n_val,
         seed=cfg.seed, cfg_data=cfg.data)
@@ -122,14 +123,11 @@ def setup(cfg: DictConfig) -> Run:
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, betas=tuple(cfg.train.betas),
                                   weight_decay=cfg.train.weight_decay)
-    needs_prm = cfg.metrics.near_miss or cfg.stage == "prm_reward" or (
-        cfg.stage == "scope" and cfg.scope.prefix_source == "prm")
-    needs_refiner = cfg.stage == "scope" or cfg.train.sft_steps > 0
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     return Run(cfg, run_dir, device, model, tokenizer, optimizer,
-               build_prm(cfg, str(device)) if needs_prm else None,
-               build_refiner(cfg) if needs_refiner else None,
+               build_prm(cfg, str(device)) if needs_prm(cfg) else None,
+               build_refiner(cfg) if needs_refiner(cfg) else None,
                train_rows, val_rows,
                from_dict(ScopeConfig, OmegaConf.to_container(cfg.scope), "scope"),
                from_dict(LossConfig, OmegaConf.to_container(cfg.loss), "loss"))
@@ -161,7 +159,8 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
     stage = apply_stage(
         cfg.stage, groups, prm=run.prm, refiner=run.refiner, tokenize=lambda text: tokenize_with_eos(tok, text),
         verify=_verify, scope_config=run.scope_cfg, prm_reward=dict(cfg.prm_reward),
-        near_miss=cfg.metrics.near_miss, timer=timer)
+        near_miss=cfg.metrics.near_miss, timer=timer,
+        traces=[r.get(cfg.luffy.trace_key) for r in rows] if _trace_columns(cfg) else None)
     responses = [r.token_ids for group in groups for r in group]
     offpolicy = [[0] * len(ids) for ids in responses]
     for j, fix in stage.rectifications.items():
@@ -173,8 +172,12 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
     chunks = _chunks(len(responses), cfg.train.micro_batch_size)
     with timer("old_logprobs"):
         old, entropy = _old_logprobs(run, flat_prompts, responses, offpolicy, chunks)
-    advantages = torch.as_tensor(grpo_advantages(rewards, [j // n for j in range(len(rewards))],
-                                                 eps=run.loss_cfg.adv_eps))
+    group_ids = [j // n for j in range(len(rewards))]
+    if stage.step_rewards:  # dense PRM reward: one advantage per token
+        advantages = process_advantages(rewards, stage.step_rewards, group_ids, [len(r) for r in responses],
+                                        eps=run.loss_cfg.adv_eps)
+    else:
+        advantages = torch.as_tensor(grpo_advantages(rewards, group_ids, eps=run.loss_cfg.adv_eps))
     # 6. update with the method's loss (eq. 6; all-zero off-policy mask = GRPO)
     with timer("update"):
         loss = _update(run, flat_prompts, responses, offpolicy, old, advantages, chunks, _lr(cfg, step))
@@ -268,10 +271,9 @@ def _update(run: Run, prompts, responses, offpolicy, old, advantages, chunks, lr
             if old is None:
                 loss = sft_loss(logp, rmask)
             else:
-                loss = hybrid_loss(logp, old[c], advantages[list(idx)].to(logp.device),
+                loss = hybrid_loss(logp, old[c], _chunk_advantages(advantages, idx, logp),
                                    _mask([offpolicy[i] for i in idx], logp.shape, run.device), rmask,
-                                   clip_eps=run.loss_cfg.clip_eps, lam=run.loss_cfg.lam, gamma=run.loss_cfg.gamma,
-                                   offpolicy_advantage=run.loss_cfg.offpolicy_advantage)
+                                   **run.loss_cfg.objective_kwargs())
             loss = loss * (rmask.sum() / total_tokens)  # chunk token-mean -> batch token-mean
             loss.backward()
             epoch_loss += loss.item()
@@ -286,6 +288,18 @@ def _lr(cfg, step: int) -> float:
     """SFT steps use train.sft_lr, RL steps train.lr; linear warmup over train.warmup_steps."""
     base = cfg.train.sft_lr if step <= cfg.train.sft_steps else cfg.train.lr
     return base * min(1.0, step / cfg.train.warmup_steps) if cfg.train.warmup_steps else base
+
+
+def _chunk_advantages(advantages, idx, logp) -> torch.Tensor:
+    """The chunk's advantages: one per rollout (a tensor), or one per token (lists, right-padded)."""
+    if isinstance(advantages, torch.Tensor):
+        return advantages[list(idx)].to(logp.device)
+    return _mask([advantages[i] for i in idx], logp.shape, logp.device)
+
+
+def _trace_columns(cfg) -> tuple[str, ...]:
+    """Columns of the training data the method reads besides question and answer."""
+    return (cfg.luffy.trace_key,) if cfg.stage == "luffy" and cfg.luffy.source == "data" else ()
 
 
 def _mask(rows: list[list[int]], shape, device) -> torch.Tensor:

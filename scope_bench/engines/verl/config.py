@@ -65,8 +65,9 @@ def method_blocks(method: str, overrides: Sequence[str] = (), trainers_dir: str 
 
 
 def compose_config(method: str, overrides: Sequence[str] = (), *, trainers_dir: str | Path = TRAINERS_DIR,
-                   run_dir: str | Path | None = None) -> DictConfig:
-    """The full, validated verl config of `method` (not yet resolved: verl resolves it itself)."""
+                   run_dir: str | Path | None = None, device: str = "gpu") -> DictConfig:
+    """The full, validated verl config of `method` (not yet resolved: verl resolves it itself).
+    `device="cpu"` adds `config/device/cpu.yaml` (the CPU dry run's sizes and backends)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
@@ -75,7 +76,8 @@ def compose_config(method: str, overrides: Sequence[str] = (), *, trainers_dir: 
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-            cfg = compose(CONFIG_NAME, overrides=list(verl_overrides))
+            device_config = ["+device=cpu"] if device == "cpu" else []  # under the user's overrides
+            cfg = compose(CONFIG_NAME, overrides=device_config + list(verl_overrides))
     except Exception as err:  # noqa: BLE001 - hydra raises several types for bad overrides
         raise ValueError(f"cannot compose the verl config: {err}") from None
     finally:
@@ -101,6 +103,8 @@ def _derive(cfg: DictConfig, run_dir) -> None:
         cfg.reward.custom_reward_function.path = importlib.util.find_spec("scope_bench.grading.verl_reward").origin
     actor = cfg.actor_rollout_ref.actor
     actor.clip_ratio = actor.clip_ratio_low = actor.clip_ratio_high = cfg.loss.clip_eps  # verl's own metrics
+    if cfg.loss.clip_ratio_c is not None:
+        actor.clip_ratio_c = cfg.loss.clip_ratio_c
     cfg.data.seed = cfg.seed
     actor.data_loader_seed = cfg.seed
     env = cfg.ray_kwargs.ray_init.runtime_env
@@ -121,7 +125,25 @@ def validate(cfg: DictConfig) -> None:
     if cfg.algorithm.adv_estimator != "grpo":
         raise ValueError(f"algorithm.adv_estimator must be grpo (group advantages after the stage), "
                          f"got {cfg.algorithm.adv_estimator!r}")
-    if cfg.algorithm.rollout_correction.get("bypass_mode", False):
+    correction = cfg.algorithm.rollout_correction
+    if correction.get("rollout_is") or correction.get("rollout_rs"):
+        raise ValueError("algorithm.rollout_correction.rollout_is/rollout_rs must be null for every method: "
+                         "refiner tokens have no rollout log-probs, so SCOPE's rows could not be corrected while "
+                         "GRPO's would be, and the methods would train under different rules")
+    if cfg.get("distillation", {}).get("enabled", False):
+        raise ValueError("distillation.enabled=true is not supported: its loss would be replaced by the SCOPE "
+                         "loss (scope_hybrid) without a word")
+    actor = cfg.actor_rollout_ref.actor
+    rewrites = cfg.stage == "scope"  # rows with refiner tokens the policy never sampled
+    regularisers = {"actor_rollout_ref.actor.use_kl_loss": actor.use_kl_loss,
+                    "algorithm.use_kl_in_reward": cfg.algorithm.use_kl_in_reward,
+                    "actor_rollout_ref.actor.entropy_coeff": actor.entropy_coeff != 0}
+    on = [key for key, enabled in regularisers.items() if enabled]
+    if rewrites and on:
+        raise ValueError(f"{', '.join(on)}: with method {cfg.method}, verl would apply the KL/entropy terms to the "
+                         "refiner's tokens too (they are not masked out of them); leave them off (the paper "
+                         "trains without them)")
+    if correction.get("bypass_mode", False):
         raise ValueError("algorithm.rollout_correction.bypass_mode must be false: refiner tokens were not "
                          "sampled by the policy, old log-probs are recomputed after the stage")
     if cfg.actor_rollout_ref.actor.policy_loss.loss_mode != "scope_hybrid":

@@ -1,6 +1,7 @@
 """`scope-bench data prepare`: a question/answer dataset as verl's training parquet.
 
     scope-bench data prepare --preset math-l3to5 --out data/math_l3to5      # 8,523 MATH problems, levels 3-5
+    scope-bench data prepare --preset math-l3to5 --dataset train.parquet --out data/math_l3to5   # a local copy
     scope-bench data prepare --preset math500 --out data/math500            # validation
     scope-bench data prepare --dataset my.jsonl --question-field q --answer-field a --out data/mine
 
@@ -15,14 +16,21 @@ from __future__ import annotations
 
 import argparse
 import re
+import sys
 from pathlib import Path
 
 from scope_bench.io import read_rows
 
 PRESETS = {
-    # MATH (Hendrycks) levels 3-5, the paper's training set; the answer is the solution's last \boxed{}
-    "math-l3to5": {"dataset": "DigitalLearningGmbH/MATH-lighteval", "split": "train", "question_field": "problem",
-                   "answer_from": "solution", "levels": [3, 4, 5], "data_source": "math"},
+    # The paper's training set: the 8,523 MATH level 3-5 problems SimpleRL-Zoo trains on, one parquet file
+    # of that dataset repository (question, gt_answer, level, subject). `rows` is checked after reading.
+    "math-l3to5": {"dataset": "hkust-nlp/SimpleRL-Zoo-Data", "file": "simplelr_qwen_level3to5/train.parquet",
+                   "question_field": "question", "answer_field": "gt_answer", "data_source": "math", "rows": 8523},
+    # MATH's own train split filtered to levels 3-5 (fewer problems: the split has 7,500 of all levels);
+    # the answer is the solution's last \boxed{}
+    "math-train-l3to5": {"dataset": "DigitalLearningGmbH/MATH-lighteval", "split": "train",
+                         "question_field": "problem", "answer_from": "solution", "levels": [3, 4, 5],
+                         "data_source": "math"},
     "math500": {"dataset": "HuggingFaceH4/MATH-500", "split": "test", "question_field": "problem",
                 "answer_field": "answer", "data_source": "math"},
 }
@@ -57,6 +65,8 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     spec = dict(PRESETS[args.preset]) if args.preset else {}
+    if args.dataset:
+        spec.pop("file", None)  # a local copy of the preset's file
     for key in ("dataset", "config", "split", "question_field", "answer_field", "answer_from", "data_source"):
         if getattr(args, key, None):
             spec[key] = getattr(args, key)
@@ -65,13 +75,17 @@ def run(args) -> int:
     if not spec.get("dataset"):
         raise ValueError("give --preset or --dataset")
     split = spec.get("split") or "train"
-    rows = read_rows(spec["dataset"], split, spec.get("config"))
+    rows = read_rows(_hub_file(spec["dataset"], spec["file"]) if spec.get("file") else spec["dataset"], split,
+                     spec.get("config"))
     records, skipped = to_verl_rows(
         rows, where=spec["dataset"], split=split, question_field=spec.get("question_field"),
         answer_field=spec.get("answer_field"), answer_from=spec.get("answer_from"), levels=spec.get("levels"),
         level_field=args.level_field, data_source=spec.get("data_source") or _source_name(spec["dataset"]))
     if args.limit is not None:
         records = records[: args.limit]
+    elif spec.get("rows") and len(records) != spec["rows"]:
+        print(f"warning: {args.preset} has {spec['rows']:,} problems in the paper, this source gave {len(records):,}",
+              file=sys.stderr)
     out = Path(args.out)
     path = out if out.suffix == ".parquet" else out / f"{split}.parquet"
     write_parquet(records, path)
@@ -132,6 +146,14 @@ def write_parquet(records: list[dict], path: Path) -> None:
     tmp = path.with_suffix(".parquet.tmp")
     pd.DataFrame(records).to_parquet(tmp, index=False)
     tmp.replace(path)
+
+
+def _hub_file(repo_id: str, filename: str) -> str:
+    """One file of a Hub dataset repository (cached): a repository of several subsets, each its own
+    folder, would otherwise be read as one dataset."""
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(repo_id, filename, repo_type="dataset")
 
 
 def _first(columns, candidates, what: str, where: str) -> str:

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
+from contextlib import ExitStack
 from pathlib import Path
+
+CPU_MODULE = "scope_bench.engines.verl.cpu"
 
 
 def add_arguments(parser) -> None:
@@ -81,34 +84,118 @@ def _parquet(path: str, flag: str) -> str:
 def run(args) -> int:
     from omegaconf import open_dict
 
+    cpu = getattr(args, "device", None) == "cpu"
+    if cpu:
+        _enable_cpu_layer()
     from scope_bench.engines.verl.config import LOSS_MODULE, compose_config, to_yaml
 
-    cfg = compose_config(args.method, verl_overrides(args), run_dir=getattr(args, "run_dir", None))
-    if getattr(args, "print_config", False):
-        sys.stdout.write(to_yaml(cfg))
-        return 0
-    if not getattr(args, "data", None) and "???" in str(cfg.data.train_files):
-        raise ValueError("--data is required with --backend verl (a parquet from `scope-bench data prepare`)")
+    with ExitStack() as services:
+        embedded = [] if getattr(args, "print_config", False) else embedded_default(args, services)
+        cfg = compose_config(args.method, embedded + verl_overrides(args), run_dir=getattr(args, "run_dir", None),
+                             device="cpu" if cpu else "gpu")
+        if getattr(args, "print_config", False):
+            sys.stdout.write(to_yaml(cfg))
+            return 0
+        if "???" in str(cfg.data.train_files):
+            raise ValueError("--data is required with --backend verl (a parquet from `scope-bench data prepare`)")
 
-    os.environ.setdefault("VERL_USE_EXTERNAL_MODULES", LOSS_MODULE)  # the driver registers the loss too
-    from scope_bench.engines.verl.trainer import ScopeTaskRunner
-    from verl.trainer import main_ppo
-    from verl.trainer.ppo.utils import need_critic, need_reference_policy
-    from verl.utils.config import validate_config
-    from verl.utils.device import auto_set_device
+        os.environ.setdefault("VERL_USE_EXTERNAL_MODULES", LOSS_MODULE)  # the driver registers the loss too
+        from scope_bench.engines.verl.trainer import ScopeTaskRunner
+        from verl.trainer import main_ppo
+        from verl.trainer.ppo.utils import need_critic, need_reference_policy
+        from verl.utils.config import validate_config
+        from verl.utils.device import auto_set_device
 
-    address = getattr(args, "ray_address", None)
-    if address:
         with open_dict(cfg):
-            cfg.ray_kwargs.ray_init.address = address
-    run_dir = Path(cfg.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(to_yaml(cfg))
-    auto_set_device(cfg)
-    validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
-    runner = ScopeTaskRunner
-    if cfg.prm.kind == "qwen" and str(cfg.prm.device or "cuda").startswith("cuda"):
-        runner = ScopeTaskRunner.options(num_gpus=1)  # the in-process PRM lives in the task runner
-    main_ppo.run_ppo(cfg, task_runner_class=runner)
+            address = getattr(args, "ray_address", None)
+            if address:
+                cfg.ray_kwargs.ray_init.address = address
+            if cpu:
+                _cpu_ray_settings(cfg)
+        run_dir = Path(cfg.run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
+        auto_set_device(cfg)
+        validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
+        runner = ScopeTaskRunner
+        if cfg.prm.kind == "qwen" and str(cfg.prm.device or "cuda").startswith("cuda"):
+            runner = ScopeTaskRunner.options(num_gpus=1)  # the in-process PRM lives in the task runner
+        main_ppo.run_ppo(cfg, task_runner_class=runner)
     print(f"run written to {run_dir} (config.yaml, metrics.jsonl, checkpoints/)")
     return 0
+
+
+# --------------------------------------------------------------------------- the embedded default
+
+
+def embedded_default(args, services: ExitStack) -> list[str]:
+    """Overrides that put the embedded default wherever the user named nothing: the warm-started
+    tiny model, the synthetic task as verl parquet (in the run dir), and the rule-based PRM and
+    programmatic refiner served on loopback (`scope-bench serve`), so the real HTTP clients run."""
+    out = []
+    if not getattr(args, "model", None):
+        from scope_bench.synthetic.model import warm_start_model
+
+        out.append(f"actor_rollout_ref.model.path={warm_start_model()}")
+    if not getattr(args, "data", None):
+        train, val = write_synthetic_parquet(_default_run_dir(args) / "data", seed=getattr(args, "seed", None) or 0)
+        out += [f"data.train_files={train}", f"data.val_files={val}"]
+    named_prm = getattr(args, "prm", None) or getattr(args, "prm_url", None)
+    named_refiner = getattr(args, "refiner", None) or getattr(args, "refiner_url", None)
+    if not (named_prm and named_refiner):
+        from scope_bench.engines.serve import SyntheticServer
+
+        server = services.enter_context(SyntheticServer(port=0))
+        print(f"embedded default: synthetic PRM and refiner served at {server.url}")
+        if not named_prm:
+            out += ["prm.kind=vllm", f"prm.url={server.url}", "prm.path=synthetic-prm"]
+        if not named_refiner:
+            out += ["refiner.kind=openai", f"refiner.url={server.url}/v1", "refiner.model=synthetic-refiner"]
+    return out
+
+
+def write_synthetic_parquet(out_dir: Path, *, seed: int = 0, n_train: int = 2000, n_val: int = 32):
+    """The synthetic task's train and validation splits as verl parquet (disjoint by construction)."""
+    from scope_bench.engines.verl.data_cli import to_verl_rows, write_parquet
+    from scope_bench.synthetic.task import generate_split
+
+    paths = []
+    for split, n in (("train", n_train), ("val", n_val)):
+        records, _ = to_verl_rows(generate_split(split, n, seed), where=f"synthetic {split}", split=split,
+                                  data_source="synthetic")
+        path = Path(out_dir) / f"{split}.parquet"
+        write_parquet(records, path)
+        paths.append(path.resolve())
+    return paths
+
+
+def _default_run_dir(args) -> Path:
+    if getattr(args, "run_dir", None):
+        return Path(args.run_dir)
+    return Path("runs") / "train" / f"{args.method}-seed{getattr(args, 'seed', None) or 0}"
+
+
+# --------------------------------------------------------------------------- CPU mode
+
+
+def _enable_cpu_layer() -> None:
+    """Every process of the run loads `engines/verl/cpu.py` (through verl's external-module hook),
+    this one included, before verl looks for a device."""
+    from scope_bench.engines.verl.config import LOSS_MODULE
+
+    os.environ["VERL_USE_EXTERNAL_MODULES"] = f"{LOSS_MODULE},{CPU_MODULE}"
+    os.environ["VERL_PLATFORM"] = "cpu"
+    from scope_bench.engines.verl import cpu
+
+    cpu.register()
+
+
+def _cpu_ray_settings(cfg) -> None:
+    from omegaconf import OmegaConf
+
+    from scope_bench.engines.verl import cpu
+
+    cfg.ray_kwargs.ray_init.num_gpus = int(cfg.trainer.nnodes) * int(cfg.trainer.n_gpus_per_node)  # logical
+    env = cfg.ray_kwargs.ray_init.runtime_env
+    env.env_vars = OmegaConf.merge(env.get("env_vars") or {}, {
+        **cpu.ENV, "VERL_USE_EXTERNAL_MODULES": os.environ["VERL_USE_EXTERNAL_MODULES"]})

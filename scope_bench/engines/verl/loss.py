@@ -49,9 +49,7 @@ def scope_hybrid_policy_loss(old_log_prob, log_prob, advantages, response_mask, 
                          "no rollout log-probs (leave algorithm.rollout_correction disabled)")
     offpolicy, loss_cfg = current
     offpolicy = offpolicy.to(device=log_prob.device, dtype=log_prob.dtype)
-    objective = hybrid_token_objective(
-        log_prob, old_log_prob, advantages, offpolicy, clip_eps=loss_cfg.clip_eps, lam=loss_cfg.lam,
-        gamma=loss_cfg.gamma, offpolicy_advantage=loss_cfg.offpolicy_advantage)
+    objective = hybrid_token_objective(log_prob, old_log_prob, advantages, offpolicy, **loss_cfg.objective_kwargs())
     global_batch_info = getattr(config, "global_batch_info", None) or {}
     loss = agg_loss(loss_mat=-objective, loss_mask=response_mask, loss_agg_mode=loss_agg_mode, **global_batch_info)
     return loss, _metrics(log_prob, old_log_prob, advantages, offpolicy, response_mask, loss_cfg.clip_eps)

@@ -43,6 +43,7 @@ class MethodStage:
 
     def __call__(self, batch) -> dict:
         timer = Timer()
+        truncated_before = getattr(self.prm, "truncated_steps", 0)
         tok = self.tokenizer
         decoded = decoded_responses(tok, batch)
         width = batch.batch["responses"].shape[1]
@@ -73,6 +74,7 @@ class MethodStage:
             "accuracy": sum(outcome) / len(outcome),
             "response_length": sum(len(r.token_ids) for r in rollouts) / len(rollouts),
             **result.metrics,
+            "prm_truncated_steps": getattr(self.prm, "truncated_steps", 0) - truncated_before,  # cut by max_tokens
             **{f"time/{k}": v for k, v in timer.items()},
         }
 

@@ -27,11 +27,13 @@ from pathlib import Path
 import ray
 import torch
 
-from scope_bench.engines.verl.loss import scope_actor_loss
-from verl.trainer.main_ppo_v0 import TaskRunner
+from scope_bench.engines.verl.loss import MASK_KEY, scope_actor_loss
+from verl.trainer.main_ppo_v0 import BaseTaskRunner, TaskRunner
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
-_VAL_REWARD = re.compile(r"^val-core/[^/]+/reward/mean@\d+$")
+# the worker-side diagnostics of the loss (`engines/verl/loss.py`), copied into metrics.jsonl
+WORKER_METRICS = ("offpolicy_token_frac", "pg_clipfrac", "ppo_kl", "grad_norm")
+_VAL_REWARD = re.compile(r"^val-core/[^/]+/(acc|reward)/mean@\d+$")  # verl 0.9.1 logs `acc`
 
 
 class ScopeRayPPOTrainer(RayPPOTrainer):
@@ -49,8 +51,20 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
         self._stage_metrics: dict = {}
         self._metrics_path = Path(self.config.run_dir) / "metrics.jsonl"
 
+    def _load_checkpoint(self):
+        """Resume: rows logged after the checkpoint came from steps that will run again; drop them."""
+        result = super()._load_checkpoint()
+        if self._metrics_path.exists():
+            rows = self._metrics_path.read_text().splitlines()
+            kept = [r for r in rows if r.strip() and json.loads(r).get("step", 0) <= self.global_steps]
+            self._metrics_path.write_text("".join(r + "\n" for r in kept))
+        return result
+
     def _compute_old_log_prob(self, batch):
         self._stage_metrics = self.method_stage(batch)  # rewrites rows / rewards of `batch` in place
+        if MASK_KEY in batch.batch.keys():  # noqa: SIM118 - what the driver sends; the worker reports its own
+            mask, valid = batch.batch[MASK_KEY], batch.batch["response_mask"]
+            self._stage_metrics["offpolicy_token_frac_sent"] = float((mask * valid).sum() / valid.sum().clamp(min=1))
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
         entropy, mask = old_log_prob.batch["entropys"], batch.batch["response_mask"]
         self._stage_metrics["entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1))
@@ -59,12 +73,33 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
     def _update_actor(self, batch):
         output = super()._update_actor(batch)
         metrics = output.meta_info["metrics"]
+        worker = {name: metrics.get(f"actor/{name}") for name in WORKER_METRICS}
         row = {"step": self.global_steps, "method": self.config.method, "seed": self.config.seed,
-               **self._stage_metrics, "loss": metrics.get("actor/pg_loss"), "lr": metrics.get("actor/lr")}
+               **self._stage_metrics, "loss": metrics.get("actor/pg_loss"), "lr": metrics.get("actor/lr"), **worker}
         metrics.update({k: v for k, v in self._stage_metrics.items() if v is not None})
         self._append(row)
         self._stage_metrics = {}
         return output
+
+    def _log_rollout_data(self, batch, reward_extra_infos_dict, timing_raw, rollout_data_dir):
+        """verl's rollout dump (`trainer.rollout_data_dir`), plus per row what the stage did: the
+        group, the advantage trained on, the refiner's tokens (`suffix`) and how many there are."""
+        extra = dict(reward_extra_infos_dict)
+        valid = batch.batch["response_mask"].bool()
+        mask = batch.batch[MASK_KEY] if MASK_KEY in batch.batch.keys() else torch.zeros_like(valid)  # noqa: SIM118
+        offpolicy = mask.bool() & valid
+        responses = batch.batch["responses"]
+        first = valid.float().argmax(dim=-1)
+        extra["uid"] = [str(u) for u in batch.non_tensor_batch["uid"]]
+        extra["advantage"] = batch.batch["advantages"].gather(1, first[:, None]).squeeze(1).tolist()
+        extra["response_tokens"] = valid.sum(-1).tolist()
+        extra["offpolicy_tokens"] = offpolicy.sum(-1).tolist()
+        extra["offpolicy_is_suffix"] = [bool(_is_suffix(offpolicy[i], valid[i])) for i in range(len(valid))]
+        extra["suffix"] = [self.tokenizer.decode(responses[i][offpolicy[i]].tolist(), skip_special_tokens=True)
+                           for i in range(len(valid))]
+        extra["prefix"] = [self.tokenizer.decode(responses[i][valid[i] & ~offpolicy[i]].tolist(),
+                                                 skip_special_tokens=True) for i in range(len(valid))]
+        return super()._log_rollout_data(batch, extra, timing_raw, rollout_data_dir)
 
     def _validate(self, merged: bool = False):
         metrics = super()._validate(merged=merged)
@@ -78,6 +113,12 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
         self._metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with self._metrics_path.open("a") as f:
             f.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
+
+
+def _is_suffix(offpolicy: torch.Tensor, valid: torch.Tensor) -> bool:
+    """The off-policy tokens of a row are exactly the tail of its valid response (or there are none)."""
+    n_valid, n_off = int(valid.sum()), int(offpolicy.sum())
+    return n_off == 0 or bool(offpolicy[n_valid - n_off: n_valid].all())
 
 
 def _plain(value):
@@ -118,11 +159,12 @@ def build_prm(prm_cfg):
         from scope_bench.engines.prm import VLLMPoolingPRM
 
         return VLLMPoolingPRM(prm_cfg.url, prm_cfg.path or "Qwen/Qwen2.5-Math-PRM-7B",
-                              concurrency=prm_cfg.concurrency, timeout_s=prm_cfg.timeout_s)
+                              concurrency=prm_cfg.concurrency, timeout_s=prm_cfg.timeout_s,
+                              max_tokens=prm_cfg.max_tokens)
     if prm_cfg.kind == "qwen":
         from scope_bench.engines.prm import QwenMathPRM
 
-        return QwenMathPRM(prm_cfg.path, device=prm_cfg.device or "cuda")
+        return QwenMathPRM(prm_cfg.path, device=prm_cfg.device or "cuda", max_length=prm_cfg.max_tokens or 4096)
     return None
 
 
@@ -132,6 +174,11 @@ class _ScopeTaskRunner(TaskRunner.__ray_actor_class__):
     The task runner is a Ray actor process of its own; swapping the trainer class in its copy of
     `main_ppo_v0` reuses verl's whole setup (workers, datasets, resource pools) without copying it.
     """
+
+    def __init__(self):
+        # not `super().__init__()` as verl's TaskRunner does: Ray ships that class by value to the
+        # actor process, where the zero-argument super() check fails against the copy
+        BaseTaskRunner.__init__(self)
 
     def run(self, config):
         from verl.trainer import main_ppo_v0

@@ -1,0 +1,395 @@
+"""verl 0.9.1 on a CPU-only machine: what `scope-bench train --backend verl --device cpu` loads.
+
+verl's own `RayPPOTrainer.fit` runs unchanged (Ray actors, FSDP2 workers, the async agent loop, the
+checkpoint manager); this module fills the gaps verl 0.9.1 leaves on a machine without accelerators.
+It is pinned to verl 0.9.1 (`check_version`) and imported only in CPU mode, in every process, through
+`VERL_USE_EXTERNAL_MODULES` (verl imports it at the end of its own `__init__`):
+
+| gap in verl 0.9.1                                       | filled by                                   |
+|---------------------------------------------------------|---------------------------------------------|
+| no CPU platform (detection falls back to `nvidia`)      | `PlatformCPU`, registered and made current  |
+| process-group backend `cpu:gloo,cpu:gloo` (duplicate)   | `_plain_gloo` around `init_process_group`   |
+| FSDP engines registered for cuda/npu only               | `VERL_ENGINE_DEVICE=cuda` (engine lookup)   |
+| flops counter asks the device its name                  | `CPUDevice.get_device_name`                 |
+| no CPU rollout (only vLLM/SGLang/TRT-LLM replicas)      | `HFRolloutServer` + `HFReplica` + `HFServerAdapter` (rollout name `hf`) |
+| Ray placement asks for GPUs                             | the launcher declares logical GPUs to Ray   |
+
+The config side (fsdp2, sdpa attention, no remove-padding, float32, small batches) is
+`config/cpu.yaml`. Nothing here is used on a GPU run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import types
+from contextlib import contextmanager
+
+import ray
+import torch
+import torch.distributed
+
+from verl.plugin.platform import platform_manager
+from verl.plugin.platform.platform_base import PlatformBase
+from verl.plugin.platform.platform_manager import PlatformRegistry, set_platform
+from verl.workers.rollout import base as rollout_base
+from verl.workers.rollout.base import BaseRollout
+from verl.workers.rollout.replica import RolloutReplica, RolloutReplicaRegistry, TokenOutput
+
+VERL_VERSION = "0.9.1"
+ROLLOUT_NAME = "hf"
+# what every Ray process of a CPU run needs in its environment (the launcher adds them to runtime_env)
+ENV = {"VERL_PLATFORM": "cpu", "VERL_ENGINE_DEVICE": "cuda", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def check_version() -> None:
+    import verl
+
+    if verl.__version__ != VERL_VERSION:
+        raise RuntimeError(f"--device cpu supports verl {VERL_VERSION} (its gaps on CPU are filled by "
+                           f"{__name__}); found verl {verl.__version__}")
+
+
+class CPUDevice(types.SimpleNamespace):
+    """The `torch.<device>` namespace verl asks its platform for: `torch.cpu` plus the memory, RNG
+    and cache calls verl makes on any device, answered for host memory."""
+
+    def __getattr__(self, name):
+        return getattr(torch.cpu, name)
+
+    @staticmethod
+    def is_available() -> bool:
+        return True
+
+    @staticmethod
+    def device_count() -> int:
+        return 1
+
+    @staticmethod
+    def set_device(*_args, **_kwargs) -> None:
+        return None
+
+    @staticmethod
+    def get_device_name(*_args) -> str:
+        return "CPU"
+
+    @staticmethod
+    def mem_get_info(*_args) -> tuple[int, int]:
+        page = os.sysconf("SC_PAGE_SIZE")
+        return os.sysconf("SC_AVPHYS_PAGES") * page, os.sysconf("SC_PHYS_PAGES") * page
+
+    @staticmethod
+    def empty_cache() -> None:
+        return None
+
+    ipc_collect = reset_peak_memory_stats = set_per_process_memory_fraction = staticmethod(
+        lambda *args, **kwargs: None)
+    memory_allocated = memory_reserved = max_memory_allocated = max_memory_reserved = staticmethod(
+        lambda *args, **kwargs: 0)
+    get_rng_state = staticmethod(lambda *args: torch.get_rng_state())
+    set_rng_state = staticmethod(lambda state, *args: torch.set_rng_state(state))
+    manual_seed = manual_seed_all = staticmethod(lambda seed: torch.manual_seed(seed))
+
+
+@PlatformRegistry.register(platform="cpu")
+class PlatformCPU(PlatformBase):
+    """verl's platform interface for host CPUs: device `cpu`, collectives over gloo, and Ray's `GPU`
+    resource as a logical slot per worker (the launcher declares as many as it places workers)."""
+
+    device_module = CPUDevice()
+
+    @property
+    def device_name(self) -> str:
+        return "cpu"
+
+    @property
+    def vendor_name(self) -> str:
+        return "cpu"
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_platform_available(self, use_smi_check=False) -> bool:
+        return os.environ.get("VERL_PLATFORM", "").lower() == "cpu"  # never auto-detected on a GPU host
+
+    def current_device(self) -> str:
+        return "cpu"  # verl passes it to `.to(...)`/`device=`: an index would name an accelerator
+
+    def device_count(self) -> int:
+        return 1
+
+    def set_device(self, device_index: int) -> None:
+        return None
+
+    def synchronize(self, device_index=None) -> None:
+        return None
+
+    def manual_seed(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def manual_seed_all(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    def set_allocator_settings(self, settings: str) -> None:
+        return None
+
+    def empty_cache(self) -> None:
+        return None
+
+    def get_device_capability(self, device_index: int = 0):
+        return None, None
+
+    def communication_backend_name(self) -> str:
+        return "gloo"
+
+    def visible_devices_envvar(self) -> str:
+        return "CUDA_VISIBLE_DEVICES"
+
+    @contextmanager
+    def nvtx_range(self, msg: str):
+        yield
+
+    def profiler_start(self) -> None:
+        return None
+
+    def profiler_stop(self) -> None:
+        return None
+
+    def ray_resource_name(self) -> str:
+        return "GPU"
+
+    def ray_noset_envvars(self) -> list[str]:
+        return []
+
+    def rollout_env_vars(self) -> dict:
+        return {}
+
+    def is_ipc_supported(self) -> bool:
+        return False
+
+    def cudart(self):
+        return None
+
+
+def _plain_gloo(init_process_group):
+    """verl builds backends as `cpu:gloo,<device>:<backend>`, which is `cpu:gloo,cpu:gloo` here and
+    rejected by torch as a duplicate device; on CPU every collective is plain gloo."""
+
+    def init(*args, backend=None, **kwargs):
+        if isinstance(backend, str) and set(backend.split(",")) <= {"cpu:gloo", "gloo"}:
+            backend = "gloo"
+        return init_process_group(*args, backend=backend, **kwargs)
+
+    init.scope_plain_gloo = True
+    return init
+
+
+# --------------------------------------------------------------------------- the HF rollout
+
+
+def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, greedy: bool):
+    """Next tokens under the sampling settings, and their log-probs under the raw (temperature-1)
+    distribution. vLLM's default logprobs are the processed ones (`logprobs_mode=processed_logprobs`:
+    after temperature, before top-p/top-k); we follow it."""
+    if greedy or temperature <= 0:
+        token = logits.argmax(dim=-1)
+        return token, torch.log_softmax(logits.float(), dim=-1).gather(-1, token[:, None]).squeeze(-1)
+    scaled = logits.float() / temperature
+    logprobs = torch.log_softmax(scaled, dim=-1)
+    filtered = scaled.clone()
+    if top_k and top_k > 0:
+        kth = torch.topk(filtered, min(top_k, filtered.shape[-1]), dim=-1).values[:, -1:]
+        filtered[filtered < kth] = float("-inf")
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(filtered, descending=True, dim=-1)
+        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
+        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p
+        sorted_logits[drop] = float("-inf")
+        filtered = torch.full_like(filtered, float("-inf")).scatter(-1, order, sorted_logits)
+    token = torch.multinomial(torch.softmax(filtered, dim=-1), 1).squeeze(-1)
+    return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+
+
+class HFRolloutServer:
+    """One rollout replica: a Hugging Face model answering verl's token-in-token-out `generate`.
+
+    Requests arriving together (the agent loop sends a whole step's at once) are decoded as one
+    left-padded batch with a KV cache, so a step costs one batched generation, not one per rollout.
+    Weights come from the actor after each update (`load_weights`), as vLLM's do in hybrid mode.
+    """
+
+    def __init__(self, model_path: str, *, seed: int = 0, max_model_len: int = 4096, dtype: str = "float32",
+                 replica_rank: int = 0, batch_wait_s: float = 0.05):
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        torch.manual_seed(seed + replica_rank)
+        config = AutoConfig.from_pretrained(model_path)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model_path, dtype=getattr(torch, dtype), attn_implementation="sdpa").eval()
+        eos = getattr(self.model.generation_config, "eos_token_id", None) or config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) - {None}
+        self.pad_id = config.pad_token_id if config.pad_token_id is not None else next(iter(self.eos_ids), 0)
+        self.max_model_len = max_model_len
+        self.batch_wait_s = batch_wait_s
+        self.global_steps = None
+        self.weight_syncs = 0
+        self._queue: list = []
+        self._worker: asyncio.Task | None = None
+
+    async def generate(self, prompt_ids, sampling_params: dict, request_id: str, **_ignored) -> TokenOutput:
+        params = dict(sampling_params)
+        max_tokens = int(params.pop("max_tokens", None) or params.pop("max_new_tokens", None) or 0)
+        max_tokens = max(1, min(max_tokens or self.max_model_len, self.max_model_len - len(prompt_ids)))
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((list(prompt_ids), params, max_tokens, future))
+        if self._worker is None or self._worker.done():
+            self._worker = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self):
+        await asyncio.sleep(self.batch_wait_s)  # let the rest of the step's requests arrive
+        while self._queue:
+            batch, self._queue = self._queue, []
+            groups: dict = {}
+            for item in batch:
+                p = item[1]
+                key = (float(p.get("temperature", 1.0)), float(p.get("top_p", 1.0)), int(p.get("top_k", -1)))
+                groups.setdefault(key, []).append(item)
+            for (temperature, top_p, top_k), items in groups.items():
+                try:
+                    outputs = self._generate_batch(items, temperature, top_p, top_k)
+                except Exception as err:  # noqa: BLE001 - the caller gets the error, the server lives
+                    for *_, future in items:
+                        future.set_exception(err)
+                    continue
+                for (*_, future), output in zip(items, outputs):
+                    future.set_result(output)
+            await asyncio.sleep(0)
+
+    @torch.no_grad()
+    def _generate_batch(self, items, temperature: float, top_p: float, top_k: int) -> list[TokenOutput]:
+        prompts = [item[0] for item in items]
+        budgets = torch.tensor([item[2] for item in items])
+        logprobs_wanted = [item[1].get("logprobs") is not None and item[1].get("logprobs") is not False
+                           for item in items]
+        width = max(map(len, prompts))
+        ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts])
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
+        greedy = temperature <= 0
+        n = len(prompts)
+        done = torch.zeros(n, dtype=torch.bool)
+        tokens, logprobs = [[] for _ in range(n)], [[] for _ in range(n)]
+        past, step_input = None, ids
+        for step in range(int(budgets.max())):
+            positions = (attention.cumsum(-1) - 1).clamp(min=0)[:, -step_input.shape[1]:]
+            out = self.model(input_ids=step_input, attention_mask=attention, position_ids=positions,
+                             past_key_values=past, use_cache=True)
+            past = out.past_key_values
+            token, logprob = _sample_next(out.logits[:, -1], temperature, top_p, top_k, greedy)
+            for i in range(n):
+                if not done[i]:
+                    tokens[i].append(int(token[i]))
+                    logprobs[i].append(float(logprob[i]))
+                    if int(token[i]) in self.eos_ids or len(tokens[i]) >= int(budgets[i]):
+                        done[i] = True
+            if bool(done.all()):
+                break
+            token = torch.where(done, torch.full_like(token, self.pad_id), token)
+            step_input = token[:, None]
+            attention = torch.cat([attention, (~done).long()[:, None]], dim=1)
+        extra = {"global_steps": self.global_steps}
+        return [TokenOutput(token_ids=tokens[i], log_probs=logprobs[i] if logprobs_wanted[i] else None,
+                            stop_reason="completed", extra_fields=dict(extra)) for i in range(n)]
+
+    def load_weights(self, state: dict, global_steps=None) -> int:
+        """The actor's full weights (names as in the HF checkpoint); returns how many were loaded."""
+        missing = set(state) - set(self.model.state_dict())
+        if missing:
+            raise KeyError(f"weights the rollout model does not have: {sorted(missing)[:5]}")
+        self.model.load_state_dict(state, strict=False)
+        self.global_steps = global_steps
+        self.weight_syncs += 1
+        return len(state)
+
+    def stats(self) -> dict:
+        return {"weight_syncs": self.weight_syncs, "global_steps": self.global_steps}
+
+    # the replica's control calls: nothing to free or resume on host memory
+    async def wake_up(self): ...
+    async def sleep(self): ...
+    async def abort_all_requests(self, reject_request: bool = False): ...
+    async def resume_generation(self): ...
+    async def clear_kv_cache(self): ...
+    async def release_kv_cache(self): ...
+    async def resume_kv_cache(self): ...
+    async def start_profile(self, **kwargs): ...
+    async def stop_profile(self): ...
+
+
+def server_name(replica_rank: int) -> str:
+    return f"scope_hf_rollout_{replica_rank}"
+
+
+class HFReplica(RolloutReplica):
+    """A rollout replica of one HF server per `tensor_model_parallel_size` workers (1 on CPU)."""
+
+    async def launch_servers(self):
+        if self.world_size != 1:
+            raise ValueError("the hf rollout runs one model per worker: set "
+                             "actor_rollout_ref.rollout.tensor_model_parallel_size=1")
+        cfg = self.config
+        path = self.model_config.get("local_path") or self.model_config.path
+        server = ray.remote(HFRolloutServer).options(
+            name=server_name(self.replica_rank), num_cpus=0, max_concurrency=self.max_concurrency,
+        ).remote(str(path), seed=cfg.seed, max_model_len=cfg.max_model_len or cfg.prompt_length + cfg.response_length,
+                 replica_rank=self.replica_rank)
+        await server.stats.remote()  # surfaces a model that fails to load here, not at the first step
+        self.servers = [server]
+        self._server_handle = server
+        self._server_address = f"hf-replica-{self.replica_rank}"
+
+
+class HFServerAdapter(BaseRollout):
+    """The rollout side inside each actor worker: pushes the actor's weights to its replica's server
+    after every update (verl's `naive` checkpoint engine calls `update_weights`)."""
+
+    def __init__(self, config, model_config, device_mesh=None, *args, **kwargs):
+        super().__init__(config, model_config, device_mesh)
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.replica_rank = rank // max(1, self.config.tensor_model_parallel_size)
+        self.is_leader_rank = rank % max(1, self.config.tensor_model_parallel_size) == 0
+
+    async def update_weights(self, weights, wire_format: str = "named_tensors", global_steps=None, **kwargs):
+        if wire_format != "named_tensors":
+            raise ValueError(f"the hf rollout takes full named tensors, got wire_format={wire_format}")
+        state = {}
+        for name, tensor in weights:  # every rank walks the generator: gathering is collective
+            tensor = tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+            state[name] = tensor.detach().to("cpu", copy=True)
+        if self.is_leader_rank:
+            server = ray.get_actor(server_name(self.replica_rank))
+            await server.load_weights.remote(state, global_steps)
+
+    async def resume(self, tags):
+        return None
+
+    async def release(self):
+        return None
+
+
+def register() -> None:
+    """Make this process's verl CPU-ready: platform, gloo, the `hf` rollout (idempotent)."""
+    check_version()
+    if not isinstance(platform_manager._current_platform, PlatformCPU):
+        set_platform(PlatformCPU())
+    if not getattr(torch.distributed.init_process_group, "scope_plain_gloo", False):
+        torch.distributed.init_process_group = _plain_gloo(torch.distributed.init_process_group)
+    RolloutReplicaRegistry.register(ROLLOUT_NAME, lambda: HFReplica)
+    rollout_base._ROLLOUT_REGISTRY[(ROLLOUT_NAME, "async")] = f"{__name__}.HFServerAdapter"
+    for key, value in ENV.items():
+        os.environ.setdefault(key, value)
+
+
+if os.environ.get("VERL_PLATFORM", "").lower() == "cpu":
+    register()
+

@@ -1,0 +1,148 @@
+"""`scope-bench train --backend verl --device cpu` end to end: the command a user runs, as a process,
+through verl's own `RayPPOTrainer.fit` (Ray actors, an FSDP2 worker, the async agent loop with the HF
+rollout, the checkpoint manager), the warm-started tiny model, and the synthetic PRM and refiner
+behind their HTTP APIs on loopback (`scope-bench serve`), reached by the real clients.
+
+What a user relies on is read back from the run's own files: `metrics.jsonl` (stage metrics, the
+worker's off-policy token share), verl's checkpoints, and verl's rollout dump
+(`trainer.rollout_data_dir`, with the rows the stage rewrote). About 1.5 minutes per run on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("verl", reason="verl is installed by the test command (pip install -e .[verl])")
+
+from scope_bench.core.advantages import grpo_advantages  # noqa: E402
+from scope_bench.grading import math_reward  # noqa: E402
+
+_SCRIPT = Path(sys.executable).with_name("scope-bench")  # the console script a user runs
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "scope_bench.cli"]
+TIMEOUT_S = 600
+
+
+def train(run_dir: Path, method: str, steps: int, *extra: str) -> list[dict]:
+    cmd = [*CLI, "train", "--backend", "verl", "--device", "cpu", "--method", method, "--steps", str(steps),
+           "--run-dir", str(run_dir), *extra]
+    log = run_dir.parent / f"{run_dir.name}-{len(list(run_dir.parent.glob(run_dir.name + '-*.log')))}.log"
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as out:
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT_S,
+                              env={**os.environ, "RAY_DEDUP_LOGS": "0"})
+    assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{log.read_text()[-6000:]}"
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def step_rows(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if "val_accuracy" not in r]
+
+
+def dumped(run_dir: Path, step: int) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "rollouts" / f"{step}.jsonl").read_text().splitlines()]
+
+
+def assert_group_advantages_are_grpo(rows: list[dict]) -> None:
+    """Each row's advantage is GRPO's over its group's final scores (after the stage's rewrite)."""
+    expected = grpo_advantages([r["score"] for r in rows], [r["uid"] for r in rows])
+    for row, adv in zip(rows, expected):
+        assert row["advantage"] == pytest.approx(float(adv), abs=1e-4)
+
+
+@pytest.fixture(scope="module")
+def serve():
+    """`scope-bench serve` as a user starts it, with a refiner that returns garbage for a quarter of
+    the requests (a 200 reply that is not JSON)."""
+    proc = subprocess.Popen([*CLI, "serve", "--port", "0", "--refiner-failure", "garbage",
+                             "--refiner-failure-rate", "0.25"], stdout=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    url = re.search(r"http://\S+", line)
+    assert url, f"no URL in {line!r}"
+    yield url.group().rstrip("/")
+    proc.terminate()
+    proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def scope_run(tmp_path_factory, serve):
+    run_dir = tmp_path_factory.mktemp("verl") / "scope"
+    rows = train(run_dir, "scope", 2, "--prm-url", serve, "--refiner-url", f"{serve}/v1",
+                 "--refiner", "synthetic-refiner", f"trainer.rollout_data_dir={run_dir / 'rollouts'}")
+    return run_dir, rows
+
+
+def test_scope_rewrites_rows_and_the_mask_reaches_the_worker(scope_run):
+    run_dir, rows = scope_run
+    steps = step_rows(rows)
+    assert [r["step"] for r in steps] == [1, 2]
+    assert sum(r["groups_rectified"] for r in steps) > 0
+    for r in steps:  # the worker's share of off-policy tokens is exactly what the driver sent
+        assert r["offpolicy_token_frac"] == pytest.approx(r["offpolicy_token_frac_sent"], abs=1e-6)
+        assert 0 < r["keep_ratio_steps"] <= 1 or r["groups_rectified"] == 0
+        for key in ("reward_mean", "accuracy", "groups_gated", "near_miss@1", "entropy", "time/stage"):
+            assert key in r
+    assert any(r["offpolicy_token_frac"] > 0 for r in steps)
+    assert sum(r["refiner_failures"] for r in steps) > 0  # garbage replies counted, training went on
+    assert any("val_accuracy" in r for r in rows)
+    assert (run_dir / "checkpoints" / "global_step_2" / "actor").is_dir()
+
+    kept_prefix = 0
+    for step in (1, 2):
+        batch = dumped(run_dir, step)
+        groups = defaultdict(list)
+        for row in batch:
+            groups[row["uid"]].append(row)
+        for members in groups.values():
+            assert_group_advantages_are_grpo(members)
+        for row in batch:
+            if row["offpolicy_tokens"] == 0:
+                continue
+            assert row["offpolicy_is_suffix"]  # the mask covers the response's tail, nothing else
+            assert row["score"] == 1.0 and math_reward(row["suffix"], row["gts"]) == 1.0
+            assert row["output"].replace(" ", "") == (row["prefix"] + row["suffix"]).replace(" ", "")
+            kept_prefix += bool(row["prefix"].strip())
+    assert kept_prefix > 0  # a rewritten row kept a non-empty policy prefix
+
+
+def test_resume_continues_from_the_checkpoint(scope_run):
+    """The acceptance command (embedded default, only a step count) resuming the run above."""
+    run_dir, _ = scope_run
+    rows = step_rows(train(run_dir, "scope", 3, "--resume"))
+    assert [r["step"] for r in rows] == [1, 2, 3]  # step 3 ran once; steps 1-2 were not redone
+    assert (run_dir / "checkpoints" / "global_step_3" / "actor").is_dir()
+    assert rows[-1]["offpolicy_token_frac"] == pytest.approx(rows[-1]["offpolicy_token_frac_sent"], abs=1e-6)
+
+
+@pytest.mark.parametrize("method", ["grpo", "replace", "prm-reward"])
+def test_baselines_train_through_fit(tmp_path, method):
+    run_dir = tmp_path / method
+    rows = step_rows(train(run_dir, method, 2, f"trainer.rollout_data_dir={run_dir / 'rollouts'}"))
+    assert [r["step"] for r in rows] == [1, 2]
+    assert (run_dir / "checkpoints" / "global_step_2" / "actor").is_dir()
+    batch = dumped(run_dir, 2)
+    for r in rows:
+        assert r["offpolicy_token_frac"] == pytest.approx(r.get("offpolicy_token_frac_sent", 0.0), abs=1e-6)
+    if method == "grpo":
+        assert all(r["groups_rectified"] == 0 and r["offpolicy_token_frac"] == 0 for r in rows)
+        assert all(r["near_miss@1"] is not None for r in rows)  # failures scored by the PRM server
+        assert {row["score"] for row in batch} <= {0.0, 1.0}
+    if method == "replace":  # whole refiner solutions: every token of a rewritten row is off-policy
+        assert sum(r["groups_rectified"] for r in rows) > 0
+        rewritten = [row for row in batch if row["offpolicy_tokens"] > 0]
+        assert all(row["offpolicy_tokens"] == row["response_tokens"] and not row["prefix"] for row in rewritten)
+    if method == "prm-reward":  # outcome + 0.5 * min step score: not only 0 and 1
+        assert any(row["score"] not in (0.0, 1.0) for row in batch)
+        assert all(r["offpolicy_token_frac"] == 0 for r in rows)
+    groups = defaultdict(list)
+    for row in batch:
+        groups[row["uid"]].append(row)
+    for members in groups.values():
+        assert_group_advantages_are_grpo(members)
