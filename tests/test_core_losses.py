@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from scope_bench.core.losses import clipped_surrogate
 from scope_bench.core import (
     LossConfig,
     grpo_advantages,
@@ -15,6 +14,7 @@ from scope_bench.core import (
     sft_loss,
     shaped_weight,
 )
+from scope_bench.core.losses import clipped_surrogate
 
 torch.set_num_threads(1)
 

@@ -22,8 +22,8 @@ import pytest
 
 pytest.importorskip("verl", reason="verl is installed by the test command (pip install -e .[verl])")
 
-from scope_bench.core.advantages import grpo_advantages  # noqa: E402
-from scope_bench.grading import math_reward  # noqa: E402
+from scope_bench.core.advantages import grpo_advantages
+from scope_bench.grading import math_reward
 
 _SCRIPT = Path(sys.executable).with_name("scope-bench")  # the console script a user runs
 CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "scope_bench.cli"]
@@ -36,7 +36,7 @@ def train(run_dir: Path, method: str, steps: int, *extra: str) -> list[dict]:
     log = run_dir.parent / f"{run_dir.name}-{len(list(run_dir.parent.glob(run_dir.name + '-*.log')))}.log"
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with log.open("w") as out:
-        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT_S,
+        proc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, timeout=TIMEOUT_S, check=False,
                               env={**os.environ, "RAY_DEDUP_LOGS": "0"})
     assert proc.returncode == 0, f"{' '.join(cmd)} exited {proc.returncode}:\n{log.read_text()[-6000:]}"
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
@@ -97,6 +97,7 @@ def test_scope_rewrites_rows_and_the_mask_reaches_the_worker(scope_run):
     kept_prefix = 0
     for step in (1, 2):
         batch = dumped(run_dir, step)
+        assert {row["weights_step"] for row in batch} == {step - 1}  # the actor's weights reached the rollout
         groups = defaultdict(list)
         for row in batch:
             groups[row["uid"]].append(row)
@@ -113,11 +114,12 @@ def test_scope_rewrites_rows_and_the_mask_reaches_the_worker(scope_run):
 
 
 def test_resume_continues_from_the_checkpoint(scope_run):
-    """The acceptance command (embedded default, only a step count) resuming the run above."""
+    """The acceptance command (embedded default: no model, data or services named) resuming the run above."""
     run_dir, _ = scope_run
-    rows = step_rows(train(run_dir, "scope", 3, "--resume"))
+    rows = step_rows(train(run_dir, "scope", 3, "--resume", f"trainer.rollout_data_dir={run_dir / 'rollouts'}"))
     assert [r["step"] for r in rows] == [1, 2, 3]  # step 3 ran once; steps 1-2 were not redone
     assert (run_dir / "checkpoints" / "global_step_3" / "actor").is_dir()
+    assert {row["weights_step"] for row in dumped(run_dir, 3)} == {2}  # generated with the resumed weights
     assert rows[-1]["offpolicy_token_frac"] == pytest.approx(rows[-1]["offpolicy_token_frac_sent"], abs=1e-6)
 
 

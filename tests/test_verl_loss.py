@@ -138,7 +138,7 @@ def test_grpo_is_verls_stock_loss_dual_clip_included(clip_ratio_c):
     cfg = compose_config("grpo", [f"loss.clip_ratio_c={clip_ratio_c}"])
     OmegaConf.resolve(cfg)
     actor = omega_conf_to_dataclass(cfg.actor_rollout_ref.actor)
-    batch, logp, old, adv, mask, response_mask, _, _ = _mini_batch(seed=2, with_mask=False)
+    _, logp, old, adv, mask, response_mask, _, _ = _mini_batch(seed=2, with_mask=False)
     old = logp - 2.0 * torch.rand(B, R, generator=torch.Generator().manual_seed(5))  # ratios up to e^2 > c
     negative_far = (adv < 0) & (torch.exp(logp - old) > clip_ratio_c) & response_mask.bool()
     assert negative_far.any()  # the dual-clip branch is exercised

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("verl", reason="verl is installed by the test command (pip install -e .[verl])")
 
-import ray  # noqa: E402
+import ray
 
 
 def test_scope_task_runner_starts_as_a_ray_actor():

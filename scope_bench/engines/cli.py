@@ -4,6 +4,7 @@
     scope-bench train --method grpo --set train.steps=20 rollout.n=4
     scope-bench train --method scope --model Qwen/Qwen2.5-Math-1.5B --data train.parquet \\
         --prm Qwen/Qwen2.5-Math-PRM-7B --refiner deepseek-r1 --refiner-url http://host:8000/v1
+    scope-bench train --backend verl --device cpu --method scope --steps 2   # verl's fit on CPU (dry run)
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--refiner-key-env", help="environment variable holding the refiner's API key")
     p.add_argument("--steps", type=int, help="training steps (train.steps)")
     p.add_argument("--seed", type=int, help="seed")
-    p.add_argument("--device", help="auto | cpu | cuda | cuda:N")
+    p.add_argument("--device", help="auto | cpu | cuda | cuda:N; with --backend verl, cpu dry-runs the recipe "
+                                    "on CPU (verl's own fit, HF rollout, the embedded default)")
     p.add_argument("--run-dir", help="output folder (default runs/train/<method>-seed<seed>)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")

@@ -11,6 +11,7 @@ Heavy libraries (torch, transformers, vllm) are imported inside the backends, ne
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -36,7 +37,34 @@ class GenerationRequest:
 class Generation:
     text: str
     n_tokens: int
-    finish_reason: str  # "stop" (end of sequence) or "length" (max_tokens reached)
+    finish_reason: str  # as the engine says: "stop", "length", vLLM's "abort", "error", "repetition"
+
+
+# Samples an engine gave up on (vLLM: aborted request, request-level internal error). Their text is
+# not a finished answer: the runner stores them ungraded, scored 0, and a rerun draws them again.
+UNFINISHED = frozenset({"abort", "error"})
+GREEDY_EPS = 1e-5  # vLLM treats temperature below this as greedy (sampling_params._SAMPLING_EPS)
+
+
+def is_greedy(sampling: Sampling) -> bool:
+    return sampling.temperature < GREEDY_EPS
+
+
+def replicate_greedy(generate):
+    """Make a backend's `generate` draw a greedy request with n > 1 once and repeat it n times.
+
+    Greedy samples of one prompt are identical, and vLLM refuses them outright ("n must be 1 when
+    using greedy sampling"), while the transformers loop would decode the same text n times; every
+    backend goes through this so AIME/AMC at --temperature 0 behave the same everywhere."""
+
+    @functools.wraps(generate)
+    def wrapper(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
+        sent = [dataclasses.replace(r, sampling=dataclasses.replace(r.sampling, n=1))
+                if is_greedy(r.sampling) and r.sampling.n > 1 else r for r in requests]
+        out = generate(self, sent)
+        return [gens * r.sampling.n if s is not r else gens for r, s, gens in zip(requests, sent, out)]
+
+    return wrapper
 
 
 class Backend(Protocol):
@@ -107,6 +135,7 @@ class HFBackend:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
+    @replicate_greedy
     def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
         # one row per sample; rows of equal settings are batched together
         rows = [(i, j) for i, r in enumerate(requests) for j in range(r.sampling.n)]
@@ -221,6 +250,7 @@ class VLLMBackend:
         return self.params_cls(n=s.n, temperature=s.temperature, top_p=s.top_p, max_tokens=s.max_tokens,
                                seed=request.seed)
 
+    @replicate_greedy
     def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
         prompts = [{"prompt_token_ids": encode_prompt(self.tokenizer, r.prompt)} for r in requests]
         params = [self.build_params(r) for r in requests]
@@ -232,7 +262,9 @@ class VLLMBackend:
 
 
 def _finish(reason: str | None) -> str:
-    return "length" if reason == "length" else "stop"
+    """The engine's finish reason as it is (it used to fold abort/error/repetition into "stop");
+    "unknown" when a server sends none."""
+    return str(reason) if reason else "unknown"
 
 
 # ---------------------------------------------------------------- OpenAI-compatible server
@@ -277,6 +309,7 @@ class OpenAIBackend:
         return [Generation(text=(c["message"]["content"] if chat else c["text"]) or "", n_tokens=per_sample,
                            finish_reason=_finish(c.get("finish_reason"))) for c in choices]
 
+    @replicate_greedy
     def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
         with ThreadPoolExecutor(self.concurrency) as pool:
             return list(pool.map(self._one, requests))

@@ -1,6 +1,7 @@
 """`scope-bench eval`: evaluate a checkpoint on the paper's benchmarks, or export the tasks for lm-eval.
 
     scope-bench eval --ckpt Qwen/Qwen2.5-Math-7B --tasks all --backend vllm --tp 2
+    scope-bench eval --ckpt Qwen/Qwen2.5-Math-7B --tasks all --backend vllm --dp 8 --tp 1   # 8 GPUs, 8 replicas
     scope-bench eval --ckpt runs/train/scope-seed0/final --tasks math-id --data-dir ../shared/data/benchmarks
     scope-bench eval --export-lm-eval lm_eval_tasks/     # then: lm_eval --include_path lm_eval_tasks ...
 """
@@ -8,6 +9,8 @@
 from __future__ import annotations
 
 import argparse
+
+from scope_bench.eval.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
 
 def _data_override(text: str) -> tuple[str, str]:
@@ -29,9 +32,14 @@ def register(subparsers) -> None:
     p.add_argument("--data", action="append", type=_data_override, default=[], metavar="TASK=PATH",
                    help="read one task from this file (jsonl, json, parquet, save_to_disk folder)")
     p.add_argument("--limit", type=int, help="evaluate only the first N problems of each task")
+    p.add_argument("--protocol", default=DEFAULT_PROTOCOL, choices=sorted(PROTOCOLS),
+                   help="sampling of the paper's benchmarks: luffy = temperature 0.6, top_p 1.0, 8192 new "
+                        "tokens (LUFFY's evaluation, the numbers the paper compares against); task = each task "
+                        "YAML's sampling. The flags below override it (default: %(default)s)")
     p.add_argument("--n", type=int, help="samples per problem for every task (default: the task's)")
     p.add_argument("--max-tokens", type=int, help="override max new tokens")
-    p.add_argument("--temperature", type=float, help="override sampling temperature")
+    p.add_argument("--temperature", type=float, help="override sampling temperature (0: greedy; n > 1 "
+                                                     "greedy samples are drawn once and repeated)")
     p.add_argument("--top-p", type=float, help="override nucleus top_p")
     p.add_argument("--seed", type=int, default=0, help="base seed; each problem's seed derives from it")
     p.add_argument("--prompt-format", default="auto", choices=["auto", "chat", "raw"],
@@ -43,7 +51,12 @@ def register(subparsers) -> None:
     p.add_argument("--device", help="hf: cpu, cuda, cuda:1 (default: cuda if available)")
     p.add_argument("--dtype", default="auto", help="model dtype (auto: bf16 on GPU, fp32 on CPU)")
     p.add_argument("--gguf-file", help="hf: a .gguf file name inside --ckpt")
-    p.add_argument("--tp", type=int, default=1, help="vllm: tensor parallel size")
+    p.add_argument("--dp", type=int, default=1,
+                   help="data parallel: run N replicas of the backend as Ray actors (vllm: each on --tp GPUs), "
+                        "problems shared out among them, one results file (default 1: no Ray)")
+    p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, ray://head:10001) for --dp; "
+                                         "default: start a local Ray for the run")
+    p.add_argument("--tp", type=int, default=1, help="vllm: tensor parallel size (per replica with --dp)")
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm")
     p.add_argument("--max-model-len", type=int, help="vllm: context length")
     p.add_argument("--base-url", default="http://localhost:8000/v1", help="openai: server URL")
@@ -83,7 +96,8 @@ def run(args) -> int:
         data_dir=args.data_dir, data_paths=dict(args.data), limit=args.limit, n=args.n,
         max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
         prompt_format=args.prompt_format, force=args.force, chunk_size=chunk,
-        grading_workers=args.grading_workers, backend_kwargs=_backend_kwargs(args), tasks_dir=args.tasks_dir)
+        grading_workers=args.grading_workers, backend_kwargs=_backend_kwargs(args), tasks_dir=args.tasks_dir,
+        protocol=args.protocol, dp=args.dp, ray_address=args.ray_address)
     print(format_summary(summary))
     out = args.out or f"runs/eval/{summary['label']}"
     print(f"results: {out}/{RESULTS_FILE}  summary: {out}/{SUMMARY_FILE}")

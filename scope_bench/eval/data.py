@@ -13,9 +13,11 @@ import hashlib
 import json
 import random
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+from scope_bench.eval.checks import DATA_DIR_ENV, require_hub, resolve_data_dir
 from scope_bench.eval.tasks import Task
 from scope_bench.io import read_rows
 
@@ -40,15 +42,18 @@ def fingerprint(problems: list[Problem]) -> str:
 
 # ---------------------------------------------------------------- reading rows
 
-def _read_hub(spec: dict[str, Any]) -> list[dict[str, Any]]:
+def _read_hub(task: Task, spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Hub rows of `task`; with no network it fails at once (see `checks.require_hub`)."""
+    require_hub(task.name, spec["path"])
     import datasets
 
     try:
         data = datasets.load_dataset(spec["path"], spec.get("name"), split=spec.get("split", "test"))
-    except Exception as err:  # network, gating, a wrong id: say which dataset
+    except Exception as err:  # gating, a wrong id, a cache miss in offline mode: say which dataset
         raise FileNotFoundError(
             f"could not load Hugging Face dataset {spec['path']!r} (config {spec.get('name')!r}, split "
-            f"{spec.get('split', 'test')!r}): {err}. Pass --data-dir or --data TASK=PATH to use local files"
+            f"{spec.get('split', 'test')!r}): {err}. Pass --data-dir (or set {DATA_DIR_ENV}) or "
+            f"--data {task.name}=PATH to use local files"
         ) from err
     return data.to_list()
 
@@ -140,9 +145,60 @@ def _problem_from_row(task: Task, row: dict, fields: dict, index: int, where: st
     return Problem(id=pid, problem=problem, answer=gold, options=tuple(options))
 
 
-def problems_from_rows(task: Task, rows: list[dict], source: dict | None, origin: str) -> list[Problem]:
-    """Normalise rows; verl rows are filtered by `data_source` and de-duplicated."""
-    fields = task.fields_for(source)
+def _mapped_fields(fields: dict[str, Any]) -> list[str]:
+    """Every row field a map reads (GPQA's `incorrect` is a list of them)."""
+    names: list[str] = []
+    for value in fields.values():
+        names += value if isinstance(value, list) else [value]
+    return names
+
+
+def _has(row: dict[str, Any], field: str) -> bool:
+    try:
+        _get(row, field, "")
+    except ValueError:
+        return False
+    return True
+
+
+def field_maps(task: Task, first: str) -> list[tuple[str, dict[str, Any]]]:
+    """The task's two field maps, `first` ("local" or "hub") before the other; one if they are equal."""
+    maps = {"local": task.fields_for(task.local), "hub": task.fields_for(task.hub)}
+    ordered: list[tuple[str, dict[str, Any]]] = []
+    for name in [first] + [k for k in maps if k != first]:
+        if all(maps[name] != fields for _, fields in ordered):
+            ordered.append((name, maps[name]))
+    return ordered
+
+
+def choose_fields(task: Task, rows: list[dict], first: str, origin: str) -> tuple[str, dict[str, Any]]:
+    """The field map that fits the rows, so a file in the Hub's format and one in the local copy's
+    format both load (`--data olympiad=OlympiadBench.jsonl` with `question`/`final_answer`/`id`).
+
+    Judged on the first plain row (a later row missing a field is still named when it is read).
+    Returns ("verl", {}) for verl rows. When the map has no `id` but every row has one, ids come
+    from the file instead of positions, so results stay keyed to the benchmark's own ids.
+    """
+    plain = [r for r in rows if not is_verl_row(r)]
+    if not plain:
+        return "verl", {}
+    misses = []
+    for name, fields in field_maps(task, first):
+        missing = [f for f in _mapped_fields(fields) if not _has(plain[0], f)]
+        if not missing:
+            if "id" not in fields and all("id" in r for r in plain):
+                fields = {**fields, "id": "id"}
+            return name, fields
+        misses.append(f"the {name} map {fields} lacks {missing}")
+    raise ValueError(f"{origin} row 0: its fields {sorted(plain[0])} fit no field map of task "
+                     f"'{task.name}': {'; '.join(misses)}")
+
+
+def problems_from_rows(task: Task, rows: list[dict], source: dict | None, origin: str,
+                       fields: dict[str, Any] | None = None) -> list[Problem]:
+    """Normalise rows with `fields` (default: `source`'s map); verl rows are filtered by
+    `data_source` and de-duplicated."""
+    fields = fields if fields is not None else task.fields_for(source)
     wanted_source = (source or {}).get("data_source")
     problems: list[Problem] = []
     seen: set[tuple[str, str]] = set()
@@ -167,27 +223,33 @@ def problems_from_rows(task: Task, rows: list[dict], source: dict | None, origin
 
 def load_problems(task: Task, data_dir: str | Path | None = None,
                   path: str | Path | None = None) -> tuple[list[Problem], str]:
-    """Problems of `task` and a description of where they came from.
+    """Problems of `task` and a description of where they came from and which field map read them.
 
-    `path` (a per-task override) wins; then `data_dir` with the task's `local:` entry; then the Hub.
-    With `data_dir` set and no local entry the task cannot run offline: FileNotFoundError.
+    `path` (a per-task override, in the local copy's or the Hub's format) wins; then `data_dir`
+    (default `$SCOPE_BENCH_DATA_DIR`) with the task's `local:` entry; then the Hub. With a data
+    folder and no local entry the task cannot run offline: NoLocalCopy.
     """
+    data_dir = resolve_data_dir(data_dir)
     if path is not None:
-        source = dict(task.local or {}, path=str(path))  # keeps split/data_source filters
+        source, first = dict(task.local or {}, path=str(path)), "local"  # keeps split/data_source filters
         rows, origin = read_rows(Path(path), source.get("split")), str(path)
     elif data_dir is not None:
         if not task.local:
             raise NoLocalCopy(f"task '{task.name}' has no local copy under --data-dir (Hub only: "
-                                    f"{(task.hub or {}).get('path')}); pass --data {task.name}=PATH to run it")
-        source = task.local
-        file = Path(data_dir) / source["path"]
+                              f"{(task.hub or {}).get('path')}); pass --data {task.name}=PATH to run it")
+        source, first = task.local, "local"
+        file = data_dir / source["path"]
         rows, origin = read_rows(file, source.get("split")), str(file)
     else:
-        source = task.hub
+        source, first = task.hub, "hub"
         if not source:
-            raise FileNotFoundError(f"task '{task.name}' has no Hub source; pass --data-dir")
-        rows, origin = _read_hub(source), f"hf:{source['path']}"
-    return problems_from_rows(task, rows, source, origin), origin
+            raise FileNotFoundError(f"task '{task.name}' has no Hub source; pass --data-dir "
+                                    f"(or set {DATA_DIR_ENV})")
+        rows, origin = _read_hub(task, source), f"hf:{source['path']}"
+    map_name, fields = choose_fields(task, rows, first, origin)
+    print(f"scope-bench eval: {task.name}: {origin} read with the {map_name} field map "
+          f"{fields or 'of verl rows'}", file=sys.stderr)
+    return problems_from_rows(task, rows, source, origin, fields), f"{origin} (fields: {map_name})"
 
 
 def render_prompt(task: Task, problem: Problem, fmt: str) -> str | list[dict[str, str]]:

@@ -12,16 +12,18 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from scope_bench.eval.backends import Backend, GenerationRequest, derive_seed, make_backend
+from scope_bench.eval.backends import UNFINISHED, Backend, GenerationRequest, derive_seed, make_backend
 from scope_bench.eval.data import NoLocalCopy, Problem, fingerprint, load_problems, render_prompt
 from scope_bench.eval.metrics import group_scores, task_metrics
+from scope_bench.eval.protocol import DEFAULT_PROTOCOL, apply_protocol, protocol_record
 from scope_bench.eval.store import ResultStore
-from scope_bench.eval.tasks import Task, load_groups, load_task, resolve_task_names, with_sampling
+from scope_bench.eval.tasks import Task, load_groups, load_task, resolve_task_names
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -87,32 +89,54 @@ def _records(ckpt: str, task: Task, problem: Problem, gens: list, grades: list[i
             for j, (g, c, p) in enumerate(zip(gens, grades, preds))]
 
 
+def requests_for(task: Task, chunk: list[Problem], fmt: str, seed: int) -> list[GenerationRequest]:
+    return [GenerationRequest(render_prompt(task, p, fmt), task.sampling, derive_seed(seed, task.name, p.id))
+            for p in chunk]
+
+
+def _grade_finished(task: Task, gens: list, answers: list[str],
+                    grading: dict[str, Any]) -> tuple[list[int], list[str | None]]:
+    """Grades of the samples the engine finished; one it gave up on (abort, error) is never graded as
+    an answer: it scores 0 with no prediction, and the store counts its problem as not done."""
+    finished = [k for k, g in enumerate(gens) if g.finish_reason not in UNFINISHED]
+    grades, preds = [0] * len(gens), [None] * len(gens)
+    if finished:
+        got, extracted = grade(task, [gens[k].text for k in finished], [answers[k] for k in finished], **grading)
+        for k, c, p in zip(finished, got, extracted):
+            grades[k], preds[k] = c, p
+    return grades, preds
+
+
+def store_chunk(ckpt: str, task: Task, chunk: list[Problem], generations: list[list], store: ResultStore,
+                grading: dict[str, Any]) -> None:
+    """Grade one chunk's generations and append them to the store (the only place anything is written)."""
+    n = task.sampling.n
+    if [len(g) for g in generations] != [n] * len(chunk):
+        raise RuntimeError(f"backend returned {[len(g) for g in generations]} samples for "
+                           f"{len(chunk)} problems of {task.name}, expected {n} each")
+    flat = [g for gens in generations for g in gens]
+    grades, preds = _grade_finished(task, flat, [p.answer for p in chunk for _ in range(n)], grading)
+    records = []
+    for k, (p, gens) in enumerate(zip(chunk, generations)):
+        part = slice(k * n, (k + 1) * n)
+        records += _records(ckpt, task, p, gens, grades[part], preds[part])
+    store.append(records)
+
+
 def _run_task(engine: Backend, ckpt: str, task: Task, todo: list[Problem], total: int, store: ResultStore, *,
               fmt: str, seed: int, chunk_size: int, progress: bool, grading: dict[str, Any]) -> float:
     """Generate, grade and store the samples of `todo`, a chunk at a time; returns generation seconds."""
     from tqdm.auto import tqdm
 
-    n = task.sampling.n
     gen_seconds = 0.0
     with tqdm(total=total, initial=total - len(todo), desc=task.name, unit="problem",
               disable=not progress) as bar:
         for start in range(0, len(todo), chunk_size):
             chunk = todo[start:start + chunk_size]
-            requests = [GenerationRequest(render_prompt(task, p, fmt), task.sampling,
-                                          derive_seed(seed, task.name, p.id)) for p in chunk]
             t0 = time.perf_counter()
-            generations = engine.generate(requests)
+            generations = engine.generate(requests_for(task, chunk, fmt, seed))
             gen_seconds += time.perf_counter() - t0
-            if [len(g) for g in generations] != [n] * len(chunk):
-                raise RuntimeError(f"backend returned {[len(g) for g in generations]} samples for "
-                                   f"{len(chunk)} problems of {task.name}, expected {n} each")
-            texts = [g.text for gens in generations for g in gens]
-            grades, preds = grade(task, texts, [p.answer for p in chunk for _ in range(n)], **grading)
-            records = []
-            for k, (p, gens) in enumerate(zip(chunk, generations)):
-                part = slice(k * n, (k + 1) * n)
-                records += _records(ckpt, task, p, gens, grades[part], preds[part])
-            store.append(records)
+            store_chunk(ckpt, task, chunk, generations, store, grading)
             bar.update(len(chunk))
     return gen_seconds
 
@@ -125,14 +149,18 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
              prompt_format: str = "auto", force: bool = False, chunk_size: int = 64,
              grading_timeout_s: float = 5.0, grading_workers: int | None = None,
              backend_kwargs: dict[str, Any] | None = None, tasks_dir: str | Path | None = None,
-             progress: bool = True, timings: dict[str, float] | None = None) -> dict:
+             progress: bool = True, timings: dict[str, float] | None = None, protocol: str = DEFAULT_PROTOCOL,
+             dp: int = 1, ray_address: str | None = None, replica_restarts: int = 3) -> dict:
     """Evaluate `ckpt` on `tasks` (names or groups, comma-separated) and return the summary dict.
 
     Results go to `out_dir` (default runs/eval/<label>/) as results.jsonl and summary.json; a rerun
-    resumes where the last one stopped unless `force`. `n`, `max_tokens`, `temperature`, `top_p`
-    override every task's sampling; `limit` keeps the first problems of each task. `backend` is "hf",
-    "vllm", "openai" or a ready object with `generate`/`has_chat_template`. `timings`, if given,
-    receives seconds spent in generation and in total."""
+    resumes where the last one stopped unless `force`. `protocol` (protocol.py; default LUFFY's
+    temperature 0.6, top_p 1.0, 8,192 tokens) sets the paper's benchmarks' sampling; `n`,
+    `max_tokens`, `temperature`, `top_p` then override every task's; `limit` keeps the first problems
+    of each task. `backend` is "hf", "vllm", "openai" or a ready object with
+    `generate`/`has_chat_template`. `dp` > 1 or a `ray_address` runs that many replicas of the named
+    backend as Ray actors (parallel.py), restarting a dead one up to `replica_restarts` times.
+    `timings`, if given, receives seconds spent in generation and in total."""
     if prompt_format not in ("auto", "chat", "raw"):
         raise ValueError(f"prompt format must be auto, chat or raw, got {prompt_format!r}")
     t_start = time.perf_counter()
@@ -142,8 +170,13 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
     names = resolve_task_names(tasks, tasks_dir)
     if not names:
         raise ValueError("no tasks given")
-    loaded = [with_sampling(load_task(name, tasks_dir), n=n, max_tokens=max_tokens, temperature=temperature,
-                            top_p=top_p) for name in names]  # unknown names fail here, before any work
+    overrides = {"n": n, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p}
+    # unknown task or protocol names fail here, before any work
+    loaded, protocols = apply_protocol([load_task(name, tasks_dir) for name in names], protocol, overrides, tasks_dir)
+    if dp < 1:
+        raise ValueError(f"--dp must be at least 1, got {dp}")
+    if (dp > 1 or ray_address) and not isinstance(backend, str):
+        raise ValueError("data-parallel evaluation (dp > 1 or a Ray address) needs a backend name, not an object")
     unknown = set(data_paths) - set(names)
     if unknown:
         raise ValueError(f"--data given for tasks not being evaluated: {sorted(unknown)}")
@@ -176,23 +209,26 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
 
     pending = {t.name: [p for p in problems[t.name] if not store.is_done(ckpt, t.name, p.id, t.sampling.n)]
                for t in runnable}
-    engine: Backend | None = backend if not isinstance(backend, str) else None
-    gen_seconds = 0.0
-    fmt = prompt_format
-    for task in runnable:
-        todo = pending[task.name]
-        if not todo:
-            continue
-        if engine is None:
-            engine = make_backend(str(backend), ckpt, **(backend_kwargs or {}))
+    grading = {"timeout_s": grading_timeout_s, "workers": grading_workers}
+    fmt, gen_seconds = prompt_format, 0.0
+    work = [(t, pending[t.name]) for t in runnable if pending[t.name]]
+    if work and (dp > 1 or ray_address):
+        from scope_bench.eval.parallel import ReplicaSpec, run_replicas
+
+        spec = ReplicaSpec(str(backend), ckpt, dict(backend_kwargs or {}), dp, ray_address, replica_restarts)
+        fmt, gen_seconds = run_replicas(spec, work, store, ckpt=ckpt, fmt=fmt, seed=seed, chunk_size=chunk_size,
+                                        grading=grading, progress=progress)
+    elif work:
+        engine = backend if not isinstance(backend, str) else make_backend(backend, ckpt, **(backend_kwargs or {}))
         if fmt == "auto":
             fmt = "chat" if engine.has_chat_template() else "raw"
-        gen_seconds += _run_task(engine, ckpt, task, todo, len(problems[task.name]), store, fmt=fmt, seed=seed,
-                                 chunk_size=chunk_size, progress=progress,
-                                 grading={"timeout_s": grading_timeout_s, "workers": grading_workers})
+        for task, todo in work:
+            gen_seconds += _run_task(engine, ckpt, task, todo, len(problems[task.name]), store, fmt=fmt,
+                                     seed=seed, chunk_size=chunk_size, progress=progress, grading=grading)
 
     summary = summarize(ckpt, label, runnable, problems, origins, store, seed=seed, prompt_format=fmt,
-                        skipped=skipped, groups=load_groups(tasks_dir))
+                        skipped=skipped, groups=load_groups(tasks_dir), protocols=protocols,
+                        protocol=protocol_record(protocol, overrides))
     _write_json(out / SUMMARY_FILE, summary)
     if timings is not None:
         timings.update(generation_s=gen_seconds, total_s=time.perf_counter() - t_start)
@@ -201,17 +237,23 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
 
 def summarize(ckpt: str, label: str, tasks: list[Task], problems: dict[str, list[Problem]],
               origins: dict[str, str], store: ResultStore, *, seed: int, prompt_format: str,
-              skipped: dict[str, str], groups: dict[str, list[str]]) -> dict:
-    """The summary.json of the contract, scored from the stored results."""
+              skipped: dict[str, str], groups: dict[str, list[str]], protocols: dict[str, str] | None = None,
+              protocol: dict | None = None) -> dict:
+    """The summary.json of the contract, scored from the stored results. Each task's sampling names
+    its protocol (`protocols`, labels from protocol.py) and `finish_reasons` counts its samples by how
+    they ended: "abort"/"error" samples are scored 0, never graded."""
     per_task: dict[str, dict] = {}
     for task in tasks:
         n = task.sampling.n
-        correct = []
+        correct, reasons = [], Counter()
         for p in problems[task.name]:
             have = store.samples(ckpt, task.name, p.id)
             correct.append([int(have[j]["correct"]) for j in range(n)])
+            reasons.update(str(have[j].get("finish_reason")) for j in range(n))
         entry = task_metrics(correct, task.metric)
-        entry["sampling"] = {**task.sampling.to_dict(), "seed": seed, "prompt_format": prompt_format}
+        entry["sampling"] = {**task.sampling.to_dict(), "seed": seed, "prompt_format": prompt_format,
+                             "protocol": (protocols or {}).get(task.name, "unrecorded")}
+        entry["finish_reasons"] = dict(sorted(reasons.items()))
         entry["data_fingerprint"] = fingerprint(problems[task.name])
         entry["data_source"] = origins[task.name]
         if task.answer_kind == "choice" and task.shuffle_seed is not None:
@@ -219,7 +261,7 @@ def summarize(ckpt: str, label: str, tasks: list[Task], problems: dict[str, list
         per_task[task.name] = entry
     return {
         "label": label, "checkpoint": ckpt, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": versions(), "seed": seed, "tasks": per_task,
+        "versions": versions(), "seed": seed, "protocol": protocol or {}, "tasks": per_task,
         "groups": group_scores({t: v["score"] for t, v in per_task.items()}, groups),
         "skipped": skipped,
     }
@@ -232,6 +274,11 @@ def format_summary(summary: dict) -> str:
         rows.append(f"{name:<14} {t['metric']:<8} {t['score']:6.1f}  {t['n_problems']}")
     for name, g in summary["groups"].items():
         rows.append(f"{name:<14} {'mean':<8} {g['score']:6.1f}  ({len(g['tasks'])} tasks)")
+    for name, t in summary["tasks"].items():
+        gave_up = {k: v for k, v in t.get("finish_reasons", {}).items() if k in UNFINISHED}
+        if gave_up:
+            rows.append(f"{name:<14} {sum(gave_up.values())} samples not finished by the engine {gave_up}: "
+                        "scored 0; a rerun draws them again")
     for name, why in summary.get("skipped", {}).items():
         rows.append(f"{name:<14} skipped: {why}")
     return "\n".join(rows)

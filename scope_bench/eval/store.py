@@ -2,8 +2,11 @@
 
 Lines are keyed by (checkpoint, task, problem_id, sample). A problem's samples are written in one
 write + flush + fsync, so a killed evaluation leaves at most one truncated last line; opening the
-store cuts it off. A problem counts as done only when all its samples are there, so a rerun
-regenerates exactly the problems that were not finished and nothing is lost or duplicated.
+store cuts it off. A problem counts as done only when all its samples are there and none of them is
+one the engine gave up on (finish reason "abort" or "error"), so a rerun regenerates exactly the
+problems that were not finished and nothing is lost or duplicated.
+
+One writer: with data-parallel replicas (parallel.py) only the driver appends, as results arrive.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from scope_bench.eval.backends import UNFINISHED
 
 Key = tuple[str, str, str]  # (checkpoint, task, problem_id)
 
@@ -43,14 +48,13 @@ class ResultStore:
         return self.records.get((checkpoint, task, str(problem_id)), {})
 
     def is_done(self, checkpoint: str, task: str, problem_id: str, n: int) -> bool:
-        have = self.samples(checkpoint, task, problem_id)
-        return all(j in have for j in range(n))
+        return _complete(self.samples(checkpoint, task, problem_id), n)
 
     def drop_incomplete(self, n_by_task: dict[str, int]) -> int:
-        """Forget problems of these tasks with fewer than `n` samples and rewrite the file without them,
-        so their regeneration does not leave duplicate lines. Returns how many problems were dropped."""
-        stale = [k for k, v in self.records.items()
-                 if k[1] in n_by_task and not all(j in v for j in range(n_by_task[k[1]]))]
+        """Forget problems of these tasks that are not done (fewer than `n` samples, or one the engine
+        gave up on) and rewrite the file without them, so their regeneration does not leave duplicate
+        lines. Returns how many problems were dropped."""
+        stale = [k for k, v in self.records.items() if k[1] in n_by_task and not _complete(v, n_by_task[k[1]])]
         for key in stale:
             del self.records[key]
         if stale:
@@ -78,3 +82,7 @@ class ResultStore:
         for rec in records:
             key = (rec["checkpoint"], rec["task"], str(rec["problem_id"]))
             self.records.setdefault(key, {})[int(rec["sample"])] = rec
+
+
+def _complete(samples: dict[int, dict[str, Any]], n: int) -> bool:
+    return all(j in samples and samples[j].get("finish_reason") not in UNFINISHED for j in range(n))

@@ -8,4 +8,5 @@ core, method configs (`trainers/`) and grader. Importing this package does not i
     rewrite.py   rewriting rows of verl's DataProto (the mixed trajectories)
     loss.py      the hybrid loss (eq. 6) registered with verl           [imports verl]
     trainer.py   ScopeRayPPOTrainer and its Ray task runner             [imports verl]
+    cpu.py       what verl 0.9.1 lacks on CPU (`--device cpu` only)     [imports verl]
 """

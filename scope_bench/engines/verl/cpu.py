@@ -187,26 +187,24 @@ def _plain_gloo(init_process_group):
 # --------------------------------------------------------------------------- the HF rollout
 
 
-def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: int, greedy: bool):
-    """Next tokens under the sampling settings, and their log-probs under the raw (temperature-1)
-    distribution. vLLM's default logprobs are the processed ones (`logprobs_mode=processed_logprobs`:
-    after temperature, before top-p/top-k); we follow it."""
-    if greedy or temperature <= 0:
+def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: int):
+    """Next tokens under the sampling settings, and their log-probs as vLLM reports them by default
+    (`logprobs_mode=processed_logprobs`: after temperature, before top-k/top-p). Greedy at
+    temperature 0."""
+    logits = logits.float()
+    if temperature <= 0:
         token = logits.argmax(dim=-1)
-        return token, torch.log_softmax(logits.float(), dim=-1).gather(-1, token[:, None]).squeeze(-1)
-    scaled = logits.float() / temperature
-    logprobs = torch.log_softmax(scaled, dim=-1)
-    filtered = scaled.clone()
+        return token, torch.log_softmax(logits, dim=-1).gather(-1, token[:, None]).squeeze(-1)
+    logprobs = torch.log_softmax(logits / temperature, dim=-1)
+    probs = logprobs.exp()
+    keep = torch.ones_like(probs, dtype=torch.bool)
     if top_k and top_k > 0:
-        kth = torch.topk(filtered, min(top_k, filtered.shape[-1]), dim=-1).values[:, -1:]
-        filtered[filtered < kth] = float("-inf")
+        keep &= probs >= torch.topk(probs, min(top_k, probs.shape[-1]), dim=-1).values[:, -1:]
     if top_p < 1.0:
-        sorted_logits, order = torch.sort(filtered, descending=True, dim=-1)
-        cumulative = torch.softmax(sorted_logits, dim=-1).cumsum(dim=-1)
-        drop = cumulative - torch.softmax(sorted_logits, dim=-1) >= top_p
-        sorted_logits[drop] = float("-inf")
-        filtered = torch.full_like(filtered, float("-inf")).scatter(-1, order, sorted_logits)
-    token = torch.multinomial(torch.softmax(filtered, dim=-1), 1).squeeze(-1)
+        sorted_probs, order = torch.sort(probs, descending=True, dim=-1)
+        mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # the nucleus: tokens reached before top_p
+        keep &= torch.zeros_like(keep).scatter(-1, order, mass_before < top_p)
+    token = torch.multinomial(torch.where(keep, probs, 0.0), 1).squeeze(-1)
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
 
 
@@ -275,7 +273,6 @@ class HFRolloutServer:
         width = max(map(len, prompts))
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts])
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
-        greedy = temperature <= 0
         n = len(prompts)
         done = torch.zeros(n, dtype=torch.bool)
         tokens, logprobs = [[] for _ in range(n)], [[] for _ in range(n)]
@@ -285,7 +282,7 @@ class HFRolloutServer:
             out = self.model(input_ids=step_input, attention_mask=attention, position_ids=positions,
                              past_key_values=past, use_cache=True)
             past = out.past_key_values
-            token, logprob = _sample_next(out.logits[:, -1], temperature, top_p, top_k, greedy)
+            token, logprob = _sample_next(out.logits[:, -1], temperature, top_p, top_k)
             for i in range(n):
                 if not done[i]:
                     tokens[i].append(int(token[i]))

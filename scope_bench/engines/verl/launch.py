@@ -6,8 +6,11 @@
         --prm-url http://prm-host:8000 --refiner deepseek-reasoner --refiner-url https://api.deepseek.com/v1 \\
         --refiner-key-env DEEPSEEK_API_KEY --nnodes 1 --gpus-per-node 8 trainer.logger=[console,wandb]
 
-Starts a local Ray cluster, or joins one with `--ray-address` (or `RAY_ADDRESS`). This module imports
-verl and Ray only inside `run`, so the command line stays light.
+    scope-bench train --backend verl --device cpu --method scope --steps 2  # dry run, embedded default
+
+Starts a local Ray cluster, or joins one with `--ray-address` (or `RAY_ADDRESS`). With `--device cpu`,
+whatever is not named (model, data, PRM, refiner) comes from the embedded default. This module
+imports verl and Ray only inside `run`, so the command line stays light.
 """
 
 from __future__ import annotations
@@ -90,7 +93,8 @@ def run(args) -> int:
     from scope_bench.engines.verl.config import LOSS_MODULE, compose_config, to_yaml
 
     with ExitStack() as services:
-        embedded = [] if getattr(args, "print_config", False) else embedded_default(args, services)
+        # the dry run fills in what is not named; a GPU run names its model, data and services
+        embedded = embedded_default(args, services) if cpu and not getattr(args, "print_config", False) else []
         cfg = compose_config(args.method, embedded + verl_overrides(args), run_dir=getattr(args, "run_dir", None),
                              device="cpu" if cpu else "gpu")
         if getattr(args, "print_config", False):
@@ -131,7 +135,8 @@ def run(args) -> int:
 def embedded_default(args, services: ExitStack) -> list[str]:
     """Overrides that put the embedded default wherever the user named nothing: the warm-started
     tiny model, the synthetic task as verl parquet (in the run dir), and the rule-based PRM and
-    programmatic refiner served on loopback (`scope-bench serve`), so the real HTTP clients run."""
+    programmatic refiner served on loopback (`scope-bench serve`), so the real HTTP clients run.
+    Loopback: the services reach a task runner on this machine (a local Ray cluster)."""
     out = []
     if not getattr(args, "model", None):
         from scope_bench.synthetic.model import warm_start_model

@@ -83,7 +83,8 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
 
     def _log_rollout_data(self, batch, reward_extra_infos_dict, timing_raw, rollout_data_dir):
         """verl's rollout dump (`trainer.rollout_data_dir`), plus per row what the stage did: the
-        group, the advantage trained on, the refiner's tokens (`suffix`) and how many there are."""
+        group, the advantage trained on, the refiner's tokens (`suffix`) and how many there are, and
+        the weights the row was generated with (`weights_step`)."""
         extra = dict(reward_extra_infos_dict)
         valid = batch.batch["response_mask"].bool()
         mask = batch.batch[MASK_KEY] if MASK_KEY in batch.batch.keys() else torch.zeros_like(valid)  # noqa: SIM118
@@ -91,6 +92,9 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
         responses = batch.batch["responses"]
         first = valid.float().argmax(dim=-1)
         extra["uid"] = [str(u) for u in batch.non_tensor_batch["uid"]]
+        # the update whose weights the rollout server generated with (the server's last weight sync)
+        synced = batch.non_tensor_batch.get("max_global_steps", [None] * len(valid))
+        extra["weights_step"] = [None if v is None else int(v) for v in synced]
         extra["advantage"] = batch.batch["advantages"].gather(1, first[:, None]).squeeze(1).tolist()
         extra["response_tokens"] = valid.sum(-1).tolist()
         extra["offpolicy_tokens"] = offpolicy.sum(-1).tolist()
