@@ -6,9 +6,11 @@ problem's answer in its box (wrong, boxed), "The final answer is $X$." with its 
 unboxed) and with another problem's (wrong, unboxed); AMC answers boxed, right and wrong; AIME
 answers without their leading zeros; LUFFY's Minerva golds (58 in plain scientific notation)
 answered in LaTeX. The baseline is `verify(parse("\\boxed{gold}"), parse(response))` per item in one process,
-as most RL code does it. Prints both throughputs, the ratio, and every label difference by cause.
+as most RL code does it, with Math-Verify as shipped (LL parsing, see `two_stage_parsing`). Prints both
+throughputs and the ratio for each worker count (the single-worker ratio tells the algorithm from the
+parallelism), and every label difference by cause.
 
-    .venv/bin/python benchmarks/bench_grading.py [--workers 2] [--limit N]
+    .venv/bin/python benchmarks/bench_grading.py [--workers 2,1] [--limit N]
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections import Counter
 
 from scope_bench.grading import grade_math_batch, shutdown_pool
-from scope_bench.grading.equivalence import _gold_forms, gold_text
+from scope_bench.grading.equivalence import _gold_forms, gold_text, two_stage_parsing
 from scope_bench.grading.extract import last_boxed
 from scope_bench.grading.normalize import normalize_answer
 from scope_bench.paths import SHARED_DATA_DIR
@@ -84,6 +86,7 @@ def build_items(seed: int = 0) -> list[tuple[str, str, str, int]]:
 def plain_loop(items) -> list[bool]:
     from math_verify import parse, verify
 
+    two_stage_parsing(False)  # Math-Verify as shipped, should anything in this process have installed it
     return [verify(parse(f"\\boxed{{{gold}}}"), parse(response)) for _, response, gold, _ in items]
 
 
@@ -108,20 +111,20 @@ def explain(kind: str, prediction: str | None, gold: str, ours: bool, method: st
     return "other"
 
 
-def compare(items, workers: int, timeout_s: float) -> tuple[list, list, float, float]:
-    """Grade `items` with both graders; (our grades, plain labels, our seconds, plain seconds)."""
+def timed(fn, *args, **kwargs):
     start = time.perf_counter()
-    grades = grade_math_batch([r for _, r, _, _ in items], [g for _, _, g, _ in items],
-                              timeout_s=timeout_s, workers=workers)
-    ours_s = time.perf_counter() - start
-    start = time.perf_counter()
-    plain = plain_loop(items)
-    return grades, plain, ours_s, time.perf_counter() - start
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
+
+
+def ours(items, workers: int, timeout_s: float):
+    return grade_math_batch([r for _, r, _, _ in items], [g for _, _, g, _ in items],
+                            timeout_s=timeout_s, workers=workers)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", default="2,1", help="worker counts to measure, comma-separated")
     parser.add_argument("--timeout-s", type=float, default=5.0)
     parser.add_argument("--limit", type=int, default=None, help="grade only the first N items")
     parser.add_argument("--show", type=int, default=40, help="label differences to print")
@@ -133,25 +136,31 @@ def main() -> int:
     items = build_items()[: args.limit]
     print(f"{len(items)} responses: {dict(Counter(k for k, _, _, _ in items))}")
     # Two halves with disjoint problems. The first is graded cold by both (our worker start-up
-    # included); the second is the steady state of a training run, where the pool persists and
-    # both graders have parsed other answers before (Math-Verify's parser warms up as it goes).
-    halves = [[it for it in items if it[3] % 2 == 0], [it for it in items if it[3] % 2 == 1]]
-    results = []
-    for name, half in zip(("cold", "warm"), halves):
-        grades, plain, ours_s, plain_s = compare(half, args.workers, args.timeout_s)
-        results.append((half, grades, plain))
-        methods = dict(Counter(g.method for g in grades))
+    # included: each worker count starts a fresh pool); the second is the steady state of a training
+    # run, where the pool persists and both graders have parsed other answers before (Math-Verify's
+    # parser warms up as it goes).
+    halves = {"cold": [it for it in items if it[3] % 2 == 0], "warm": [it for it in items if it[3] % 2 == 1]}
+    plain = {name: timed(plain_loop, half) for name, half in halves.items()}
+    graded: dict[int, dict] = {}
+    for workers in (int(w) for w in args.workers.split(",")):
+        shutdown_pool()
+        graded[workers] = {name: timed(ours, half, workers, args.timeout_s) for name, half in halves.items()}
+    shutdown_pool()
+    for name, half in halves.items():
+        plain_s = plain[name][1]
         print(f"\n{name} half, {len(half)} responses:")
         print(f"  plain parse+verify loop: {len(half) / plain_s:8.1f} items/s ({plain_s:.1f} s)")
-        print(f"  scope_bench ({args.workers} workers): {len(half) / ours_s:8.1f} items/s ({ours_s:.1f} s)",
-              methods)
-        print(f"  ratio: {plain_s / ours_s:.1f}x")
-    shutdown_pool()
+        for workers, runs in graded.items():
+            grades, ours_s = runs[name]
+            print(f"  scope_bench ({workers} worker{'s' if workers > 1 else ''}): {len(half) / ours_s:8.1f} items/s "
+                  f"({ours_s:.1f} s), ratio {plain_s / ours_s:.1f}x", dict(Counter(g.method for g in grades)))
 
-    n = len(items)
-    merged = [(kind, g, p, gold) for half, grades, plain in results
-              for (kind, _, gold, _), g, p in zip(half, grades, plain)]
-    print(f"\naccuracy over all {n}: ours {sum(g.correct for _, g, _, _ in merged)}, "
+    first = next(iter(graded.values()))
+    labels = {w: [g.correct for name in halves for g in runs[name][0]] for w, runs in graded.items()}
+    print(f"\nsame labels with every worker count: {len({tuple(v) for v in labels.values()}) == 1}")
+    merged = [(kind, g, p, gold) for name, half in halves.items()
+              for (kind, _, gold, _), g, p in zip(half, first[name][0], plain[name][0])]
+    print(f"accuracy over all {len(items)}: ours {sum(g.correct for _, g, _, _ in merged)}, "
           f"plain {sum(bool(p) for _, _, p, _ in merged)}")
     diffs = [(kind, g, p, gold) for kind, g, p, gold in merged if g.correct != bool(p)]
     causes = Counter(explain(kind, g.prediction, gold, g.correct, g.method) for kind, g, _, gold in diffs)

@@ -6,7 +6,7 @@
     scope-bench demo --methods grpo,scope,luffy --seeds 0,1 --steps 40 --set train.lr=1e-5
 
 Steps: (1) held-out ID and OOD eval sets, (2) the cached warm start (SFT on 2-4-operation chains),
-(3) every (method, seed) trained from it in the demo's world (RL on 5-6-operation chains, a teacher
+(3) every (method, seed) trained from it in the demo's world (RL on 4-6-operation chains, a teacher
 writing in its own style, a noisy PRM; `WORLD`) and evaluated on both sets, `--workers` runs side by
 side, (4) the report: Table 1 with mean ± std over seeds, the four verdicts, Tables 3 and 4, the
 training figure. Everything is written as it is made: a rerun reuses finished training runs and
@@ -34,16 +34,15 @@ from scope_bench.reports.demo_report import START, START_VARIANT, VARIANTS
 TASK = "synthetic"
 EVAL_SEED = 0
 DEFAULT_METHODS = "grpo,scope,luffy,prm-reward,scope-weak"
-# The demo's world (each value documented in trainers/base.yaml): RL problems one and two steps
-# longer than the warm start's, a teacher that writes in its own words, a PRM that errs on 5% of steps.
-WORLD = ("data.difficulties=[ops5,ops6]", "refiner.style=shifted", "prm.fp_rate=0.05", "prm.fn_rate=0.05")
+# The demo's world (each value documented in trainers/base.yaml): RL prompts of 4-6 operations (the
+# warm start's hardest, then one and two steps beyond it, where it rarely succeeds), a teacher that
+# writes in its own layout, a PRM that errs on 5% of steps.
+WORLD = ("data.difficulties=[hard,ops5,ops6]", "refiner.style=shifted", "prm.fp_rate=0.05", "prm.fn_rate=0.05")
 ID_DIFFICULTIES, OOD_DIFFICULTIES = ("ops5", "ops6"), ("ops7",)
 # The demo's budget on top of each method's config: sized so that `make demo` (install included)
 # stays within 15 minutes on 2 CPU cores with two runs side by side.
-DEMO_OVERRIDES = ("train.steps=20", "train.batch_size=6", "train.lr=6e-5", "eval.every=0",
-                  "rollout.max_new_tokens=160", "checkpoint.every=10")
-FULL_OVERRIDES = ("train.steps=80", "train.batch_size=16", "eval.every=0", "rollout.max_new_tokens=160",
-                  "checkpoint.every=10")
+DEMO_OVERRIDES = ("train.steps=16", "train.batch_size=6", "train.lr=6e-5", "eval.every=0", "checkpoint.every=10")
+FULL_OVERRIDES = ("train.steps=80", "train.batch_size=16", "eval.every=0", "checkpoint.every=10")
 # --quick: the same pipeline in seconds (random-init model, a few tiny steps, few problems)
 QUICK_OVERRIDES = ("model.warm_start_steps=0", "train.steps=2", "train.batch_size=2", "rollout.n=4",
                    "rollout.max_new_tokens=24", "data.n_train=16", "data.n_val=4", "eval.every=1",
@@ -59,7 +58,7 @@ class Budget:
     overrides: list[str] = field(default_factory=lambda: [*WORLD, *DEMO_OVERRIDES])
     eval_problems: int = 64  # ID problems; OOD gets the same number
     samples: int = 4
-    eval_max_tokens: int = 160
+    eval_max_tokens: int = 128  # a 7-operation solution is ~85 tokens
     threads: int = 1  # torch threads per run
     workers: int = 2  # runs side by side
 
@@ -84,7 +83,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", help=f"comma-separated rows, from {', '.join(VARIANTS)} (default {DEFAULT_METHODS})")
     p.add_argument("--seeds", help="comma-separated training seeds (default 0,1,2)")
-    p.add_argument("--steps", type=int, help="training steps of every method (default 20; --quick: 2)")
+    p.add_argument("--steps", type=int, help="training steps of every method (default 16; --quick: 2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="trainer config override for every method, repeatable (e.g. train.lr=1e-5)")
     p.add_argument("--eval-problems", type=int, help="held-out problems per split, ID and OOD (default 64)")
@@ -168,7 +167,7 @@ def run_demo(budget: Budget | None = None, *, out: str | Path | None = None, run
         print(f"  {split}: {path} (first {budget.eval_problems} evaluated, {budget.samples} samples each)")
 
     _stage(2, "starting checkpoint")
-    starts = {starting_checkpoint(replace_threads(cfg, budget.threads * budget.workers)) for cfg in configs.values()}
+    starts = {starting_checkpoint(cfg) for cfg in configs.values()}
     if len(starts) != 1:
         raise ValueError(f"methods would start from different checkpoints {sorted(starts)}; "
                          f"drop the per-method model overrides")
@@ -204,15 +203,6 @@ def run_demo(budget: Budget | None = None, *, out: str | Path | None = None, run
 
 def _stage(n: int, text: str) -> None:
     print(f"[demo {n}/4] {text}", flush=True)
-
-
-def replace_threads(cfg, threads: int):
-    """`cfg` with another thread count (the warm start is built alone, so it may use every core)."""
-    from omegaconf import OmegaConf
-
-    copy = OmegaConf.create(OmegaConf.to_container(cfg))
-    copy.threads = threads
-    return copy
 
 
 def preamble(budget: Budget, steps: int, elapsed: float) -> str:

@@ -33,6 +33,7 @@ def test_task_yamls(exported):
     assert cfg["generation_kwargs"]["temperature"] == task.sampling.temperature
     assert cfg["generation_kwargs"]["max_gen_toks"] == task.sampling.max_tokens
     assert cfg["doc_to_text"] == "fn:utils.doc_to_text_aime24"
+    assert cfg["process_docs"] == "fn:utils.process_docs_aime24"
     assert cfg["process_results"] == "fn:utils.process_results_aime24"
     assert cfg["filter_list"][0]["filter"] == [{"function": "custom", "filter_fn": "fn:utils.keep_all"}]
     gpqa = yaml.load((exported / "scope_gpqa_diamond.yaml").read_text(), Loader=FunctionLoader)
@@ -42,19 +43,52 @@ def test_task_yamls(exported):
     assert len(yaml.safe_load((exported / "scope_all.yaml").read_text())["task"]) == 9
 
 
-def test_utils_module_renders_and_grades(exported):
-    spec = importlib.util.spec_from_file_location("scope_lm_eval_utils", exported / "utils.py")
+def _load_utils(folder):
+    spec = importlib.util.spec_from_file_location(f"scope_lm_eval_utils_{folder.name}", folder / "utils.py")
     utils = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(utils)
-    doc = {"unique_id": "x", "problem": "What is $1+1$?", "answer": "2"}
+    return utils
+
+
+def test_utils_module_renders_and_grades(exported):
+    from datasets import Dataset
+
+    utils = _load_utils(exported)
+    raw = {"unique_id": "x", "problem": "What is $1+1$?", "answer": "2", "solution": "..."}
+    doc = utils.process_docs_math500(Dataset.from_list([raw]))[0]  # Hub rows, normalised as the harness does
+    assert (doc["id"], doc["answer"]) == ("x", "2")
     assert utils.doc_to_text_math500(doc).startswith("What is $1+1$?\nPlease reason step by step")
-    assert utils.doc_to_target_math500(doc) == "2"
+    assert utils.doc_to_target(doc) == "2"
     assert utils.process_results_math500(doc, ["\\boxed{2}", "\\boxed{3}", "so $\\boxed{2}$", "no"]) == {"acc": 0.5}
     arc = {"id": "a", "question": "Which?", "answerKey": "B",
            "choices": {"text": ["x", "y", "z", "w"], "label": ["A", "B", "C", "D"]}}
-    assert "\nB) y\n" in utils.doc_to_text_arc_c(arc)
-    assert utils.process_results_arc_c(arc, ["\\boxed{B}"]) == {"acc": 1.0}
-    assert utils.keep_all([["a", "b"]], [arc]) == [["a", "b"]]
+    arc_doc = utils.process_docs_arc_c(Dataset.from_list([arc]))[0]
+    assert "\nB) y\n" in utils.doc_to_text_arc_c(arc_doc)
+    assert utils.process_results_arc_c(arc_doc, ["\\boxed{B}"]) == {"acc": 1.0}
+    assert utils.keep_all([["a", "b"]], [arc_doc]) == [["a", "b"]]
+
+
+@pytest.mark.skipif(not (SHARED_DATA_DIR / "benchmarks").exists(), reason="shared benchmark data absent")
+def test_export_over_the_local_copies(tmp_path):
+    """With a data folder every task with a local copy reads it (MMLU-Pro has none and is left out),
+    and process_docs gives the problems `scope-bench eval` loads, ids included."""
+    import datasets
+
+    from scope_bench.eval import load_problems
+
+    bench = SHARED_DATA_DIR / "benchmarks"
+    export_lm_eval(tmp_path, "all", data_dir=bench)
+    assert not (tmp_path / "scope_mmlu_pro.yaml").exists()
+    assert "scope_mmlu_pro" not in yaml.safe_load((tmp_path / "scope_all.yaml").read_text())["task"]
+    utils = _load_utils(tmp_path)
+    for name in ("aime25", "minerva", "arc_c"):  # verl parquet, save_to_disk folder, verl choices
+        cfg = yaml.load((tmp_path / f"scope_{name}.yaml").read_text(), Loader=FunctionLoader)
+        assert cfg["dataset_path"] in ("parquet", "arrow") and cfg["test_split"] == "test"
+        rows = datasets.load_dataset(cfg["dataset_path"], split="test", **cfg["dataset_kwargs"])
+        docs = getattr(utils, f"process_docs_{name}")(rows)
+        problems, _ = load_problems(load_task(name), bench)
+        assert [(d["id"], d["problem"], d["answer"]) for d in docs] == [(p.id, p.problem, p.answer)
+                                                                        for p in problems]
 
 
 @pytest.mark.skipif(importlib.util.find_spec("lm_eval") is None, reason="lm-eval is not installed")

@@ -112,3 +112,37 @@ def test_missing_field_names_row_and_field(tmp_path):
         load_problems(load_task("math500"), path=data)
     data.write_text('{"problem": "1+1", "answer": 2.0, "unique_id": "a"}\n')
     assert load_problems(load_task("math500"), path=data)[0][0].answer == "2"
+
+
+@needs_data
+def test_file_in_the_benchmarks_own_format(tmp_path, capsys):
+    """`--data olympiad=OlympiadBench.jsonl` with the official fields (`question`, `final_answer` as a
+    list, `id`) loads with the Hub's map and keeps the file's ids; the local copy's format still loads."""
+    import json
+
+    task = load_task("olympiad")
+    local, _ = load_problems(task, BENCH)
+    official = tmp_path / "OlympiadBench.jsonl"
+    official.write_text("".join(json.dumps({"id": 1606 + i, "question": p.problem, "final_answer": [p.answer],
+                                            "solution": ["..."], "unit": None}) + "\n"
+                                for i, p in enumerate(local[:5])))
+    problems, origin = load_problems(task, path=official)
+    assert [p.id for p in problems] == [str(1606 + i) for i in range(5)]
+    assert [(p.problem, p.answer) for p in problems] == [(p.problem, p.answer) for p in local[:5]]
+    assert origin == f"{official} (fields: hub)"
+    assert "read with the hub field map" in capsys.readouterr().err
+
+    local_format = tmp_path / "olympiad_local.jsonl"  # the local map has no id: the file's own are kept
+    local_format.write_text("".join(json.dumps({"id": f"q{i}", "problem": p.problem, "answer": p.answer}) + "\n"
+                                    for i, p in enumerate(local[:3])))
+    problems, origin = load_problems(task, path=local_format)
+    assert [p.id for p in problems] == ["q0", "q1", "q2"] and origin.endswith("(fields: local)")
+
+
+def test_file_fitting_no_field_map_names_both(tmp_path):
+    data = tmp_path / "o.jsonl"
+    data.write_text('{"q": "1+1", "a": "2"}\n')
+    with pytest.raises(ValueError, match=r"o.jsonl row 0: its fields \['a', 'q'\] fit no field map of task "
+                                         r"'olympiad': the local map .* lacks \['problem', 'answer'\]; "
+                                         r"the hub map .* lacks \['id', 'question', 'final_answer'\]"):
+        load_problems(load_task("olympiad"), path=data)

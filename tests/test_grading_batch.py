@@ -20,6 +20,7 @@ from scope_bench.grading.equivalence import (
     gold_latex,
     gold_text,
     quiet_math_verify,
+    two_stage_parsing,
     verify_slow,
 )
 from scope_bench.grading.extract import last_boxed
@@ -181,7 +182,10 @@ def _parsed(latex: str) -> list:
         ("(1, 2)", "3", False),  # tuples, sets, relations, lone symbols: left to Math-Verify
         ("y = 2x", "2x", False),
         ("k", "2", False),
-        ("f(x)", "2", False),  # undefined function
+        ("f(x)", "2", False),  # a lone undefined function: left to Math-Verify
+        (r"(t + \frac{1}{2} \sin{2t}) u(t)", r"1.39\times10^{-10}", True),  # Minerva's u(t): any function
+        (r"2 u(t) - u(t)", r"u(t) + 0", False),  # equal for every u
+        (r"u(t) + 1", r"u(t) + 1.0000001", False),
     ],
 )
 def test_evaluates_differently(gold, pred, different):
@@ -203,3 +207,28 @@ def test_numeric_disproof_agrees_with_math_verify_on_real_answers():
                 fired += 1
                 assert not verify(g, p, timeout_seconds=10), (gold, pred)
     assert fired > 50
+
+
+def test_two_stage_parsing_builds_math_verifys_own_parse_on_real_answers():
+    """SLL-then-LL parsing (the grader's) gives exactly the parse of Math-Verify's LL parser, on real
+    golds of every benchmark and on inputs only LL or nothing parses."""
+    from math_verify import parse
+
+    golds = [gold_latex(gold_text(a)) for _, _, a in _solutions()][::3]
+    golds += [r"\frac{1}{2", r"(3, 4]", r"\begin{pmatrix}1/5\\-18/5\end{pmatrix}", r"x \in [1, 2)"]
+
+    def parsed(mode):
+        two_stage_parsing(mode)
+        return [[str(x) for x in parse(f"\\boxed{{{g}}}", extraction_mode="first_match", parsing_timeout=None)]
+                for g in golds]
+
+    try:
+        assert parsed(True) == parsed(False)
+    finally:
+        two_stage_parsing(True)
+    from antlr4.atn.PredictionMode import PredictionMode
+    from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
+
+    parser = _Latex2Sympy().create_parser("x + 1")
+    parser.math()
+    assert parser._interp.predictionMode == PredictionMode.SLL  # the grader's parses do take the SLL path

@@ -223,7 +223,7 @@ class VLLMBackend:
 
     def __init__(self, ckpt: str, *, tensor_parallel_size: int = 1, dtype: str = "auto",
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, seed: int = 0,
-                 llm: Any = None, params_cls: Any = None):
+                 distributed_executor_backend: str | None = None, llm: Any = None, params_cls: Any = None):
         if llm is None or params_cls is None:
             try:
                 import vllm
@@ -232,7 +232,8 @@ class VLLMBackend:
                                   "pip install 'scope-bench[gpu]'") from err
             params_cls = params_cls or vllm.SamplingParams
             if llm is None:
-                kwargs = {"max_model_len": max_model_len} if max_model_len else {}
+                kwargs = {k: v for k, v in (("max_model_len", max_model_len),
+                                            ("distributed_executor_backend", distributed_executor_backend)) if v}
                 try:
                     llm = vllm.LLM(model=ckpt, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                                    gpu_memory_utilization=gpu_memory_utilization, seed=seed, **kwargs)

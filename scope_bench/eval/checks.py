@@ -55,9 +55,10 @@ def check_checkpoint(ckpt: str, backend: str = "hf") -> None:
     path = Path(ckpt).expanduser()
     if path.exists():
         return
-    first = Path(ckpt).parts[0]
-    local_first = first != ckpt and Path(first).expanduser().is_dir()
-    if looks_like_repo_id(ckpt) and not local_first:
+    repo_id = looks_like_repo_id(ckpt)
+    first = ckpt.split("/")[0]
+    local_first = repo_id and "/" in ckpt and Path(first).is_dir()
+    if repo_id and not local_first:
         return
     why = (f"{first}/ is a folder here, so this is a local path" if local_first
            else "nor a Hugging Face repo id like org/name")

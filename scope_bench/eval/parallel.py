@@ -24,9 +24,12 @@ generate call, in its first incarnation only; tests/test_eval_dp.py uses it to k
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
+import sys
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from scope_bench.eval.backends import GenerationRequest, make_backend
@@ -66,7 +69,12 @@ class Replica:
             import torch
 
             torch.set_num_threads(cpus)  # replicas share the machine: no oversubscription
-        self.engine = make_backend(spec.backend, spec.ckpt, **spec.backend_kwargs)
+        kwargs = dict(spec.backend_kwargs)
+        if spec.backend == "vllm" and kwargs.get("tensor_parallel_size", 1) > 1:
+            # the actor already holds its tp GPUs (CUDA_VISIBLE_DEVICES); vLLM's Ray executor would ask
+            # the cluster for tp more and wait forever, its multiprocessing one uses the actor's own
+            kwargs.setdefault("distributed_executor_backend", "mp")
+        self.engine = make_backend(spec.backend, spec.ckpt, **kwargs)
         self.calls, self.crash_at = 0, crash_at
 
     def has_chat_template(self) -> bool:
@@ -120,25 +128,52 @@ class _Pool:
         self.actors = [self.actor_cls.remote(spec, _crash_at(i)) for i in range(spec.dp)]
         self.in_flight: dict[Any, tuple[int, Any]] = {}  # object ref -> (replica, work item)
 
-    def submit(self, replica: int, item: Any, requests: list[GenerationRequest]) -> None:
-        self.in_flight[self.actors[replica].generate.remote(requests)] = (replica, item)
-
     def load(self, replica: int) -> int:
         return sum(1 for r, _ in self.in_flight.values() if r == replica)
 
     def replace(self, replica: int) -> list[Any]:
-        """Start a fresh replica in place of a dead one; returns the items it had in flight."""
+        """Start a fresh replica in place of a dead one; returns the other items it had in flight."""
         import ray
 
         self.restarts += 1
-        if self.restarts > self.spec.restarts:
-            raise RuntimeError(f"{self.restarts} replicas died (limit {self.spec.restarts}); finished problems are "
-                               "in the results file and a rerun resumes from there")
         lost = [ref for ref, (r, _) in self.in_flight.items() if r == replica]
         items = [self.in_flight.pop(ref)[1] for ref in lost]
         ray.kill(self.actors[replica])
         self.actors[replica] = self.actor_cls.remote(self.spec, None)
         return items
+
+    def drive(self, queue: deque, requests: Callable, on_result: Callable) -> None:
+        """Hand out `queue` breadth first (one item per replica, then a second) and pass each result to
+        `on_result` as it arrives. A dead replica's items go back on the queue for a fresh replica;
+        once no restart is left, nothing new is handed out, the live replicas' results are still
+        stored, and then the run stops."""
+        import ray
+        from ray.exceptions import RayActorError
+
+        gave_up = False
+        while self.in_flight or (queue and not gave_up):
+            for depth, replica in itertools.product(range(1, IN_FLIGHT + 1), range(self.spec.dp)):
+                if queue and not gave_up and self.load(replica) < depth:
+                    item = queue.popleft()
+                    self.in_flight[self.actors[replica].generate.remote(requests(item))] = (replica, item)
+            [ref], _ = ray.wait(list(self.in_flight), num_returns=1)
+            replica, item = self.in_flight.pop(ref)
+            try:
+                result = ray.get(ref)
+            except RayActorError as err:
+                if not gave_up:
+                    gave_up = self.restarts >= self.spec.restarts
+                    print(f"scope-bench eval: replica {replica} died ({type(err).__name__}); " + (
+                        "no restart left: storing what the others finish, then stopping" if gave_up else
+                        f"restart {self.restarts + 1} (at most {self.spec.restarts}) takes its chunks"),
+                        file=sys.stderr)
+                    if not gave_up:
+                        queue.extendleft(reversed([item, *self.replace(replica)]))
+                continue
+            on_result(item, result)
+        if gave_up:
+            raise RuntimeError(f"a replica died with no restart left ({self.restarts} used); finished problems "
+                               "are in the results file and a rerun resumes from there")
 
     def close(self) -> None:
         import ray
@@ -147,7 +182,10 @@ class _Pool:
             ray.kill(actor)
 
 
-def _chunks(work: list[tuple[Task, list[Problem]]], chunk_size: int, dp: int) -> list[tuple[Task, list[Problem]]]:
+Work = list[tuple[Task, list[Problem]]]
+
+
+def _chunks(work: Work, chunk_size: int, dp: int) -> Work:
     """Each task's problems in chunks of at most `chunk_size`, and at least `dp` chunks when there are
     enough problems, so that a small task (AIME's 30) still keeps every replica busy."""
     out = []
@@ -157,13 +195,12 @@ def _chunks(work: list[tuple[Task, list[Problem]]], chunk_size: int, dp: int) ->
     return out
 
 
-def run_replicas(spec: ReplicaSpec, work: list[tuple[Task, list[Problem]]], store: ResultStore, *, ckpt: str,
+def run_replicas(spec: ReplicaSpec, work: Work, store: ResultStore, *, ckpt: str,
                  fmt: str, seed: int, chunk_size: int, grading: dict[str, Any],
                  progress: bool) -> tuple[str, float]:
     """Generate `work` (task, unfinished problems) on `spec.dp` replicas and store every graded chunk
     as it arrives. Returns the prompt format used and the wall seconds spent generating."""
     import ray
-    from ray.exceptions import RayActorError
     from tqdm.auto import tqdm
 
     from scope_bench.eval.runner import requests_for, store_chunk
@@ -173,27 +210,19 @@ def run_replicas(spec: ReplicaSpec, work: list[tuple[Task, list[Problem]]], stor
     try:
         check_resources(spec, ray.cluster_resources())
         pool = _Pool(spec)
+        templates = ray.get([a.has_chat_template.remote() for a in pool.actors])  # every replica loaded
         if fmt == "auto":
-            fmt = "chat" if ray.get(pool.actors[0].has_chat_template.remote()) else "raw"
+            fmt = "chat" if templates[0] else "raw"
         queue = deque(_chunks(work, chunk_size, spec.dp))
         t0 = time.perf_counter()
         with tqdm(total=sum(len(todo) for _, todo in work), desc=f"eval x{spec.dp}", unit="problem",
                   disable=not progress) as bar:
-            while queue or pool.in_flight:
-                for replica in range(spec.dp):
-                    while queue and pool.load(replica) < IN_FLIGHT:
-                        task, chunk = item = queue.popleft()
-                        pool.submit(replica, item, requests_for(task, chunk, fmt, seed))
-                [ref], _ = ray.wait(list(pool.in_flight), num_returns=1)
-                replica, (task, chunk) = pool.in_flight[ref]
-                try:
-                    generations = ray.get(ref)
-                except RayActorError:
-                    queue.extendleft(reversed(pool.replace(replica)))
-                    continue
-                del pool.in_flight[ref]
-                store_chunk(ckpt, task, chunk, generations, store, grading)
-                bar.update(len(chunk))
+
+            def on_result(item: tuple[Task, list[Problem]], generations: list[list]) -> None:
+                store_chunk(ckpt, item[0], item[1], generations, store, grading)
+                bar.update(len(item[1]))
+
+            pool.drive(queue, lambda item: requests_for(item[0], item[1], fmt, seed), on_result)
         return fmt, time.perf_counter() - t0
     finally:
         if pool is not None:

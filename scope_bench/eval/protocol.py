@@ -8,9 +8,9 @@ it governs (the paper's benchmarks, group `all` of tasks/_groups.yaml); each tas
 (Avg@32 stays 32 samples). `task` uses each task YAML's `sampling` block as written. Tasks outside
 the protocol's group (the demo's synthetic task, a benchmark you add) always keep their own settings.
 
-Explicit overrides (--temperature, --top-p, --max-tokens) win over the protocol; the summary records
-the protocol per task under a label such as "luffy" or "luffy, top_p=0.95" so that a report can tell
-when a table mixes runs drawn under different protocols.
+Explicit overrides (--temperature, --top-p, --max-tokens) win over the protocol. The summary records
+each task's protocol by value (`protocol_label`: "luffy", or "temperature=0.6, top_p=0.95,
+max_tokens=8192"), so that a report can tell when a table mixes runs drawn under different settings.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from scope_bench.eval.tasks import Task, load_groups, with_sampling
+from scope_bench.eval.tasks import Sampling, Task, load_groups, with_sampling
 
 PROTOCOL_KEYS = ("temperature", "top_p", "max_tokens")
 
@@ -37,7 +37,6 @@ PROTOCOLS = {
     "task": Protocol("task", {}, source="each task YAML's sampling block"),
 }
 DEFAULT_PROTOCOL = "luffy"
-OWN_SETTINGS = "task"  # label of a task the protocol does not govern
 
 
 def get_protocol(name: str) -> Protocol:
@@ -46,11 +45,15 @@ def get_protocol(name: str) -> Protocol:
     return PROTOCOLS[name]
 
 
-def _label(base: str, base_values: dict[str, Any], final: dict[str, Any]) -> str:
-    """`base`, plus every value the final settings changed from it (overrides that change nothing
-    leave the label alone, so `--top-p 1.0` under luffy is still plain luffy)."""
-    changed = [f"{k}={final[k]}" for k in PROTOCOL_KEYS if k in base_values and base_values[k] != final[k]]
-    return ", ".join([base, *changed])
+def protocol_label(sampling: Sampling) -> str:
+    """How a task was sampled, by value: a protocol's name when its settings are exactly that
+    protocol's, else the values themselves ("temperature=0.6, top_p=0.95, max_tokens=8192"). Two runs
+    get the same label exactly when they sampled alike, whichever flags or YAML got them there."""
+    values = {k: getattr(sampling, k) for k in PROTOCOL_KEYS}
+    for protocol in PROTOCOLS.values():
+        if protocol.settings == values:
+            return protocol.name
+    return ", ".join(f"{k}={v}" for k, v in values.items())
 
 
 def apply_protocol(tasks: list[Task], name: str, overrides: dict[str, Any],
@@ -59,14 +62,9 @@ def apply_protocol(tasks: list[Task], name: str, overrides: dict[str, Any],
     applied; and each task's protocol label for the summary."""
     protocol = get_protocol(name)
     governed = set(load_groups(tasks_dir).get(protocol.group, []))
-    out, labels = [], {}
-    for task in tasks:
-        mine = protocol.settings if task.name in governed else {}
-        before = {**task.sampling.to_dict(), **mine}
-        task = with_sampling(with_sampling(task, **mine), **overrides)
-        out.append(task)
-        labels[task.name] = _label(protocol.name if mine else OWN_SETTINGS, before, task.sampling.to_dict())
-    return out, labels
+    out = [with_sampling(with_sampling(t, **(protocol.settings if t.name in governed else {})), **overrides)
+           for t in tasks]
+    return out, {t.name: protocol_label(t.sampling) for t in out}
 
 
 def protocol_record(name: str, overrides: dict[str, Any]) -> dict[str, Any]:

@@ -141,6 +141,32 @@ def _run_task(engine: Backend, ckpt: str, task: Task, todo: list[Problem], total
     return gen_seconds
 
 
+def _generate(work: list[tuple[Task, list[Problem]]], backend: str | Backend, ckpt: str, store: ResultStore, *,
+              fmt: str, seed: int, chunk_size: int, progress: bool, backend_kwargs: dict[str, Any],
+              grading: dict[str, Any], totals: dict[str, int],
+              replicas: tuple[int, str | None, int]) -> tuple[str, float]:
+    """Draw, grade and store the unfinished problems of `work`, in this process or on Ray replicas
+    (`replicas`: dp, Ray address, restarts); the model loads only if there is work. Returns the
+    prompt format used and the seconds spent generating."""
+    dp, ray_address, restarts = replicas
+    if not work:
+        return fmt, 0.0
+    if dp > 1 or ray_address:
+        from scope_bench.eval.parallel import ReplicaSpec, run_replicas
+
+        spec = ReplicaSpec(str(backend), ckpt, backend_kwargs, dp, ray_address, restarts)
+        return run_replicas(spec, work, store, ckpt=ckpt, fmt=fmt, seed=seed, chunk_size=chunk_size,
+                            grading=grading, progress=progress)
+    engine = backend if not isinstance(backend, str) else make_backend(backend, ckpt, **backend_kwargs)
+    if fmt == "auto":
+        fmt = "chat" if engine.has_chat_template() else "raw"
+    seconds = 0.0
+    for task, todo in work:
+        seconds += _run_task(engine, ckpt, task, todo, totals[task.name], store, fmt=fmt, seed=seed,
+                             chunk_size=chunk_size, progress=progress, grading=grading)
+    return fmt, seconds
+
+
 def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backend = "hf",
              out_dir: str | Path | None = None, label: str | None = None,
              data_dir: str | Path | None = None, data_paths: dict[str, str] | None = None,
@@ -172,11 +198,13 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
         raise ValueError("no tasks given")
     overrides = {"n": n, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p}
     # unknown task or protocol names fail here, before any work
-    loaded, protocols = apply_protocol([load_task(name, tasks_dir) for name in names], protocol, overrides, tasks_dir)
+    loaded, protocols = apply_protocol([load_task(name, tasks_dir) for name in names], protocol, overrides,
+                                       tasks_dir)
     if dp < 1:
         raise ValueError(f"--dp must be at least 1, got {dp}")
     if (dp > 1 or ray_address) and not isinstance(backend, str):
-        raise ValueError("data-parallel evaluation (dp > 1 or a Ray address) needs a backend name, not an object")
+        raise ValueError("data-parallel evaluation (dp > 1 or a Ray address) needs a backend name, "
+                         "not an object")
     unknown = set(data_paths) - set(names)
     if unknown:
         raise ValueError(f"--data given for tasks not being evaluated: {sorted(unknown)}")
@@ -209,22 +237,12 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
 
     pending = {t.name: [p for p in problems[t.name] if not store.is_done(ckpt, t.name, p.id, t.sampling.n)]
                for t in runnable}
-    grading = {"timeout_s": grading_timeout_s, "workers": grading_workers}
-    fmt, gen_seconds = prompt_format, 0.0
     work = [(t, pending[t.name]) for t in runnable if pending[t.name]]
-    if work and (dp > 1 or ray_address):
-        from scope_bench.eval.parallel import ReplicaSpec, run_replicas
-
-        spec = ReplicaSpec(str(backend), ckpt, dict(backend_kwargs or {}), dp, ray_address, replica_restarts)
-        fmt, gen_seconds = run_replicas(spec, work, store, ckpt=ckpt, fmt=fmt, seed=seed, chunk_size=chunk_size,
-                                        grading=grading, progress=progress)
-    elif work:
-        engine = backend if not isinstance(backend, str) else make_backend(backend, ckpt, **(backend_kwargs or {}))
-        if fmt == "auto":
-            fmt = "chat" if engine.has_chat_template() else "raw"
-        for task, todo in work:
-            gen_seconds += _run_task(engine, ckpt, task, todo, len(problems[task.name]), store, fmt=fmt,
-                                     seed=seed, chunk_size=chunk_size, progress=progress, grading=grading)
+    fmt, gen_seconds = _generate(work, backend, ckpt, store, fmt=prompt_format, seed=seed, chunk_size=chunk_size,
+                                 progress=progress, backend_kwargs=backend_kwargs or {},
+                                 grading={"timeout_s": grading_timeout_s, "workers": grading_workers},
+                                 totals={t.name: len(problems[t.name]) for t in runnable},
+                                 replicas=(dp, ray_address, replica_restarts))
 
     summary = summarize(ckpt, label, runnable, problems, origins, store, seed=seed, prompt_format=fmt,
                         skipped=skipped, groups=load_groups(tasks_dir), protocols=protocols,

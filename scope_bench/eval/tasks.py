@@ -23,7 +23,7 @@ METRICS = ("avg", "pass")
 @dataclasses.dataclass(frozen=True)
 class Sampling:
     temperature: float = 0.6
-    top_p: float = 0.95
+    top_p: float = 1.0
     max_tokens: int = 8192
     n: int = 1
 

@@ -137,8 +137,9 @@ def demo_tables(values: dict, variants: Sequence[Variant], start: Variant, k: in
     acc = {"ID pass@1": ("id/pass@1", 1.0), "OOD pass@1": ("ood/pass@1", 1.0), "Avg.": ("avg/pass@1", 1.0)}
     return [
         _table("demo-table1", "Table 1 (miniature). Accuracy (%) on held-out synthetic problems", acc, table1, values,
-               [("ID: 5- and 6-operation chains (the RL regime, beyond the warm start's 2-4); OOD: 7-operation "
-                "chains (longer than anything trained). pass@1 = mean accuracy over the samples at temperature 1.")]),
+               [("ID: held-out 5- and 6-operation chains (beyond the warm start's 2-4; RL trains on 4-6); OOD: "
+                 "7-operation chains (longer than anything trained). pass@1 = mean accuracy over the samples at "
+                 "temperature 1.")]),
         _table("demo-table3", "Table 3 (miniature). How the teacher's text is used",
                {**acc, "teacher rows / step": ("train/groups_rectified", 1.0),
                 "refiner failures / step": ("train/refiner_failures", 1.0)}, table3, values,

@@ -150,6 +150,23 @@ def main_backbone(runs: list[EvalRun]) -> str | None:
     return max(counts, key=counts.get) if counts else None
 
 
+def protocol_note(runs: list[EvalRun], tasks) -> list[str]:
+    """A note naming the runs when a table's rows were sampled under different protocols (each task's
+    `sampling.protocol` in summary.json, "unrecorded" in summaries older than that), so a table never
+    compares two protocols silently."""
+    by_protocol: dict[str, list[str]] = {}
+    for run in runs:
+        for task in tasks:
+            entry = run.summary["tasks"].get(task)
+            if entry is not None:
+                names = by_protocol.setdefault((entry.get("sampling") or {}).get("protocol", "unrecorded"), [])
+                names += [] if run.label in names else [run.label]
+    if len(by_protocol) < 2:
+        return []
+    runs_by = "; ".join(f"{protocol}: {', '.join(names)}" for protocol, names in by_protocol.items())
+    return [f"Warning: mixed sampling protocols, rows drawn differently are not comparable: {runs_by}."]
+
+
 def table1(runs: list[EvalRun], reference: bool = True, backbone: str | None = None) -> Table:
     columns = [*ID_TASKS, "avg-id", *OOD_TASKS, "avg-ood"]
     rows = score_rows([r for r in runs if r.backbone == backbone], columns)
@@ -159,7 +176,7 @@ def table1(runs: list[EvalRun], reference: bool = True, backbone: str | None = N
     return Table("table1", "Table 1. In-distribution (math) and out-of-distribution accuracy (%)",
                  columns, blocks, groups=[("In-distribution", 7), ("Out-of-distribution", 4)],
                  notes=["AIME24, AIME25, AMC: Avg@32; others: pass@1 (as each run's summary reports).",
-                        MISSING_NOTE])
+                        MISSING_NOTE, *protocol_note([r for r in runs if r.backbone == backbone], columns)])
 
 
 def table2(runs: list[EvalRun], reference: bool = True, main: str | None = None) -> Table:
@@ -171,7 +188,8 @@ def table2(runs: list[EvalRun], reference: bool = True, main: str | None = None)
     if reference:
         blocks += _reference_block("table2")
     return Table("table2", "Table 2. More backbones: in-distribution accuracy (%)", columns, blocks,
-                 notes=["Runs whose summary names a backbone other than the main one.", MISSING_NOTE])
+                 notes=["Runs whose summary names a backbone other than the main one.", MISSING_NOTE,
+                        *protocol_note([r for r in runs if r.backbone != main], columns)])
 
 
 def table3(runs: list[EvalRun], reference: bool = True, backbone: str | None = None) -> Table:
@@ -181,7 +199,8 @@ def table3(runs: list[EvalRun], reference: bool = True, backbone: str | None = N
     if reference:
         blocks += _reference_block("table3")
     return Table("table3", "Table 3. Ablation on refinement strategies: in-distribution accuracy (%)",
-                 columns, blocks, notes=["Runs of methods " + ", ".join(ABLATION_METHODS) + ".", MISSING_NOTE])
+                 columns, blocks, notes=["Runs of methods " + ", ".join(ABLATION_METHODS) + ".", MISSING_NOTE,
+                                         *protocol_note(chosen, columns)])
 
 
 def other_tasks(runs: list[EvalRun]) -> list[str]:
@@ -210,7 +229,7 @@ def other_tasks_table(runs: list[EvalRun], backbone: str | None = None) -> Table
             rows.append(Row(label if len(group) == 1 else f"{label} (mean of {len(group)} runs)", cells))
     return Table("other", "Other tasks: measured accuracy (%)", [c for c, _, _ in specs],
                  [Block("Measured" + (f" ({backbone})" if backbone else ""), [(None, rows)])],
-                 notes=[OTHER_NOTE, MISSING_NOTE])
+                 notes=[OTHER_NOTE, MISSING_NOTE, *protocol_note(runs, other_tasks(runs))])
 
 
 def diversity_rows(runs: list[EvalRun], task: str, progress: bool = False) -> tuple[list[Row], dict]:

@@ -200,7 +200,11 @@ def _cpu_ray_settings(cfg) -> None:
 
     from scope_bench.engines.verl import cpu
 
-    cfg.ray_kwargs.ray_init.num_gpus = int(cfg.trainer.nnodes) * int(cfg.trainer.n_gpus_per_node)  # logical
+    if not cfg.ray_kwargs.ray_init.get("address"):  # a started cluster declares its own (ray start --num-gpus)
+        cfg.ray_kwargs.ray_init.num_gpus = int(cfg.trainer.nnodes) * int(cfg.trainer.n_gpus_per_node)  # logical
+        cfg.ray_kwargs.ray_init.include_dashboard = False  # seconds and memory a dry run does not need
+    else:
+        cfg.ray_kwargs.ray_init.num_cpus = None
     env = cfg.ray_kwargs.ray_init.runtime_env
     env.env_vars = OmegaConf.merge(env.get("env_vars") or {}, {
         **cpu.ENV, "VERL_USE_EXTERNAL_MODULES": os.environ["VERL_USE_EXTERNAL_MODULES"]})

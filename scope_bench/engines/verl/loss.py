@@ -67,6 +67,9 @@ def _metrics(log_prob, old_log_prob, advantages, offpolicy, response_mask, clip_
             "actor/pg_clipfrac": (clipped.sum() / n_on).item(),
             "actor/ppo_kl": ((old_log_prob - log_prob) * onpolicy).sum().div(n_on).item(),
             "actor/offpolicy_token_frac": ((offpolicy > 0.5) & valid).sum().div(valid.sum().clamp(min=1)).item(),
+            # counts, so the step's exact share is mean(offpolicy) / mean(response) over micro-batches
+            "actor/offpolicy_tokens": float(((offpolicy > 0.5) & valid).sum()),
+            "actor/response_tokens": float(valid.sum()),
         }
 
 

@@ -74,6 +74,9 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
         output = super()._update_actor(batch)
         metrics = output.meta_info["metrics"]
         worker = {name: metrics.get(f"actor/{name}") for name in WORKER_METRICS}
+        if metrics.get("actor/response_tokens"):  # exact over micro-batches and workers (equal counts of each)
+            worker["offpolicy_token_frac"] = _plain(metrics["actor/offpolicy_tokens"]) / _plain(
+                metrics["actor/response_tokens"])
         row = {"step": self.global_steps, "method": self.config.method, "seed": self.config.seed,
                **self._stage_metrics, "loss": metrics.get("actor/pg_loss"), "lr": metrics.get("actor/lr"), **worker}
         metrics.update({k: v for k, v in self._stage_metrics.items() if v is not None})
