@@ -41,7 +41,7 @@ WORLD = ("data.difficulties=[hard,ops5,ops6]", "refiner.style=shifted", "prm.fp_
 ID_DIFFICULTIES, OOD_DIFFICULTIES = ("ops5", "ops6"), ("ops7",)
 # The demo's budget on top of each method's config: sized so that `make demo` (install included)
 # stays within 15 minutes on 2 CPU cores with two runs side by side.
-DEMO_OVERRIDES = ("train.steps=16", "train.batch_size=6", "train.lr=6e-5", "eval.every=0", "checkpoint.every=10")
+DEMO_OVERRIDES = ("train.steps=14", "train.batch_size=6", "train.lr=6e-5", "eval.every=0", "checkpoint.every=10")
 FULL_OVERRIDES = ("train.steps=80", "train.batch_size=16", "eval.every=0", "checkpoint.every=10")
 # --quick: the same pipeline in seconds (random-init model, a few tiny steps, few problems)
 QUICK_OVERRIDES = ("model.warm_start_steps=0", "train.steps=2", "train.batch_size=2", "rollout.n=4",
@@ -83,7 +83,7 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", help=f"comma-separated rows, from {', '.join(VARIANTS)} (default {DEFAULT_METHODS})")
     p.add_argument("--seeds", help="comma-separated training seeds (default 0,1,2)")
-    p.add_argument("--steps", type=int, help="training steps of every method (default 16; --quick: 2)")
+    p.add_argument("--steps", type=int, help="training steps of every method (default 14; --quick: 2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="trainer config override for every method, repeatable (e.g. train.lr=1e-5)")
     p.add_argument("--eval-problems", type=int, help="held-out problems per split, ID and OOD (default 64)")

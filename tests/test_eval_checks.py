@@ -47,7 +47,7 @@ def test_offline_hub_dataset_fails_at_once_naming_local_options(monkeypatch):
     import datasets
 
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", DATA_DIR_ENV):
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", DATA_DIR_ENV, *checks.PROXY_VARS):
         monkeypatch.delenv(var, raising=False)
 
     def must_not_run(*args, **kwargs):
@@ -58,6 +58,20 @@ def test_offline_hub_dataset_fails_at_once_naming_local_options(monkeypatch):
                                              r"HuggingFaceH4/MATH-500.*--data-dir DIR \(or set "
                                              r"SCOPE_BENCH_DATA_DIR=DIR once\).*--data math500=PATH"):
         load_problems(load_task("math500"))
+
+
+def test_behind_a_proxy_the_probe_goes_to_the_proxy(monkeypatch):
+    import socket
+
+    monkeypatch.setenv("HF_ENDPOINT", "https://127.0.0.1:9")  # unreachable directly
+    for var in checks.PROXY_VARS:
+        monkeypatch.delenv(var, raising=False)
+    assert not checks.hub_reachable()
+    with socket.socket() as proxy:  # a listening "proxy" on this machine
+        proxy.bind(("127.0.0.1", 0))
+        proxy.listen()
+        monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.getsockname()[1]}")
+        assert checks.hub_reachable()
 
 
 @needs_data

@@ -20,6 +20,7 @@ from _tiny_model import build_tiny_model
 from scope_bench.eval import evaluate
 from scope_bench.eval.backends import Generation, GenerationRequest, HFBackend, OpenAIBackend, VLLMBackend
 from scope_bench.eval.protocol import PROTOCOLS, apply_protocol
+from scope_bench.eval.runner import format_summary
 from scope_bench.eval.tasks import Sampling, available_tasks, load_task
 
 torch.set_num_threads(1)
@@ -203,6 +204,7 @@ def test_aborted_samples_score_zero_are_counted_and_drawn_again(tmp_path):
     task = summary["tasks"]["synthetic"]
     assert task["finish_reasons"] == {"abort": 1, "error": 1, "repetition": 1, "stop": 3}
     assert task["score"] == pytest.approx(100 * 4 / 6)  # the right text of an aborted sample is not graded
+    assert "2 samples not finished by the engine" in format_summary(summary)
     lines = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
     aborted = next(r for r in lines if r["finish_reason"] == "abort")
     assert (aborted["correct"], aborted["prediction"]) == (0, None)

@@ -93,9 +93,16 @@ def _reachable(host: str, port: int, timeout_s: float) -> bool:
         return False
 
 
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
+
+
 def hub_reachable(timeout_s: float = HUB_PROBE_TIMEOUT_S) -> bool:
-    """One TCP connection to the Hub endpoint (cached per process): a few seconds at most offline."""
+    """One TCP connection (cached per process) to the Hub endpoint, or to the HTTPS proxy when one is
+    set (requests then go through it): a few seconds at most offline."""
     url = urlparse(hub_endpoint())
+    proxy = next((os.environ[v] for v in PROXY_VARS if os.environ.get(v)), None)
+    if proxy and url.scheme == "https":
+        url = urlparse(proxy if "://" in proxy else f"http://{proxy}")
     port = url.port or (443 if url.scheme == "https" else 80)
     return _reachable(url.hostname or "", port, timeout_s)
 

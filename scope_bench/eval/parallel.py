@@ -11,8 +11,8 @@ reports of hangs; Ray actors fail loudly (a dead actor raises on the driver) ins
   Each finished chunk is graded and appended on the driver, the store's only writer, so there are no
   file races and a kill at any moment leaves the same resumable file a single process would.
 - A replica that dies (process crash, `ray.kill`, a lost node) raises on the driver: its chunks go
-  back on the queue and a fresh replica takes its place, up to `restarts` times; after that the run
-  stops and a rerun resumes from the store. Samples depend only on (prompt, seed, sample index), so
+  back on the queue and a fresh replica takes its place, up to `restarts` times; after that the live
+  replicas' chunks are still stored, the run stops, and a rerun resumes from the store. Samples depend only on (prompt, seed, sample index), so
   which replica drew a chunk, and when, does not change the results.
 - Resources are checked before any actor starts: asking for more GPUs or CPUs than the cluster has
   fails at once instead of leaving actors pending forever.
@@ -95,7 +95,11 @@ def _crash_at(replica: int) -> int | None:
 
 def _start_ray(spec: ReplicaSpec) -> bool:
     """Connect to the cluster, or start a local one sized to fit the replicas; True if started here."""
-    import ray
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError("--dp and --ray-address need Ray: pip install 'ray[default]' "
+                          "(it comes with scope-bench[verl])") from err
 
     if ray.is_initialized():
         return False
@@ -200,12 +204,13 @@ def run_replicas(spec: ReplicaSpec, work: Work, store: ResultStore, *, ckpt: str
                  progress: bool) -> tuple[str, float]:
     """Generate `work` (task, unfinished problems) on `spec.dp` replicas and store every graded chunk
     as it arrives. Returns the prompt format used and the wall seconds spent generating."""
-    import ray
     from tqdm.auto import tqdm
 
     from scope_bench.eval.runner import requests_for, store_chunk
 
-    started = _start_ray(spec)
+    started = _start_ray(spec)  # first: it names the package if Ray is missing
+    import ray
+
     pool = None
     try:
         check_resources(spec, ray.cluster_resources())

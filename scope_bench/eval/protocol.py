@@ -70,5 +70,6 @@ def apply_protocol(tasks: list[Task], name: str, overrides: dict[str, Any],
 def protocol_record(name: str, overrides: dict[str, Any]) -> dict[str, Any]:
     """The summary's top-level `protocol` entry: what was asked for, before per-task resolution."""
     protocol = get_protocol(name)
-    return {"name": protocol.name, **protocol.settings, "governs": f"group '{protocol.group}'",
-            "source": protocol.source, "overrides": {k: v for k, v in overrides.items() if v is not None}}
+    governs = {"governs": f"tasks of group '{protocol.group}'"} if protocol.settings else {}
+    return {"name": protocol.name, **protocol.settings, **governs, "source": protocol.source,
+            "overrides": {k: v for k, v in overrides.items() if v is not None}}

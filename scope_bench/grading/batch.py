@@ -56,7 +56,9 @@ class Grade:
 
 
 def default_workers() -> int:
-    return max(1, min(8, os.cpu_count() or 1))
+    """One worker per core this process may run on (its CPU affinity, as containers set it), at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, min(8, cores or 1))
 
 
 def grade_math_batch(
