@@ -103,3 +103,28 @@ def test_prompt_longer_than_the_context_is_flagged(tmp_path):
         f"prompt_too_long: the prompt has {len(long)} tokens, the model's context is 2048")
     assert new_token_budget(2000, 8192, context) == 48 and new_token_budget(10, 64, None) == 64
     assert overlong_prompts([10**6], None) == []  # unknown context: nothing is flagged
+
+
+def test_eval_command_fails_at_once_on_a_missing_checkpoint(tmp_path, capsys):
+    from scope_bench.cli import main
+
+    code = main(["eval", "--ckpt", str(tmp_path / "runs" / "nope"), "--tasks", "math500",
+                 "--out", str(tmp_path / "out"), "--limit", "1"])
+    assert code == 2 and "no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing was started
+
+
+def test_a_prompt_longer_than_the_context_is_recorded_per_problem(tmp_path):
+    """Through the HF backend: the long problem's samples are `prompt_too_long` (empty, graded 0),
+    the short one is sampled as usual, and nothing raises for the batch."""
+    from _tiny_model import build_tiny_model
+
+    from scope_bench.eval.backends import GenerationRequest, HFBackend
+    from scope_bench.eval.tasks import Sampling
+
+    backend = HFBackend(str(build_tiny_model(tmp_path / "tiny")), batch_size=4)
+    sampling = Sampling(n=2, temperature=1.0, top_p=1.0, max_tokens=4)
+    out = backend.generate([GenerationRequest("What is 1+1?", sampling, 1),
+                            GenerationRequest("The answer is 42. " * 1500, sampling, 2)])
+    assert [g.finish_reason for g in out[1]] == ["prompt_too_long"] * 2 and out[1][0].text == ""
+    assert len(out[0]) == 2 and all(g.finish_reason in ("stop", "length") for g in out[0])

@@ -15,12 +15,14 @@ import functools
 import hashlib
 import json
 import os
+import sys
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Protocol
 
+from scope_bench.eval.checks import PROMPT_TOO_LONG, context_length, overlong_message, overlong_prompts
 from scope_bench.eval.tasks import Sampling
 
 Prompt = str | list[dict[str, str]]  # a raw prompt, or chat messages
@@ -82,13 +84,26 @@ def derive_seed(*parts: Any) -> int:
 
 
 def encode_prompt(tokenizer: Any, prompt: Prompt) -> list[int]:
-    """Token ids of a prompt; chat messages go through the tokenizer's chat template."""
+    """Token ids of a prompt; chat messages go through the tokenizer's chat template. (`verbose=False`:
+    a prompt longer than the model's context is recorded per problem, not warned about.)"""
     if isinstance(prompt, str):
-        return tokenizer(prompt, add_special_tokens=True)["input_ids"]
+        return tokenizer(prompt, add_special_tokens=True, verbose=False)["input_ids"]
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("the checkpoint's tokenizer has no chat template; use --prompt-format raw")
     text = tokenizer.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def split_overlong(requests: list[GenerationRequest], ids: list[list[int]], context: int | None):
+    """`(indices that fit, outputs)`: a request whose prompt leaves no room in the model's context
+    gets its n samples as `prompt_too_long` (empty, graded 0, the problem done) instead of an engine
+    error for the whole batch."""
+    too_long = set(overlong_prompts([len(x) for x in ids], context))
+    out: list[list[Generation] | None] = [None] * len(requests)
+    for i in sorted(too_long):
+        print(f"problem {i}: {overlong_message(len(ids[i]), context)}", file=sys.stderr)
+        out[i] = [Generation(text="", n_tokens=0, finish_reason=PROMPT_TOO_LONG)] * requests[i].sampling.n
+    return [i for i in range(len(requests)) if i not in too_long], out
 
 
 def _stop_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -137,10 +152,11 @@ class HFBackend:
 
     @replicate_greedy
     def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
-        # one row per sample; rows of equal settings are batched together
-        rows = [(i, j) for i, r in enumerate(requests) for j in range(r.sampling.n)]
         ids = [encode_prompt(self.tokenizer, r.prompt) for r in requests]
-        out: list[list[Generation | None]] = [[None] * r.sampling.n for r in requests]
+        fit, done = split_overlong(requests, ids, context_length(self.model, self.tokenizer))
+        # one row per sample; rows of equal settings are batched together
+        rows = [(i, j) for i in fit for j in range(requests[i].sampling.n)]
+        out: list[list[Generation | None]] = [d or [None] * r.sampling.n for d, r in zip(done, requests)]
         by_setting: dict[Sampling, list[tuple[int, int]]] = {}
         for i, j in rows:
             by_setting.setdefault(dataclasses.replace(requests[i].sampling, n=1), []).append((i, j))
@@ -253,13 +269,18 @@ class VLLMBackend:
 
     @replicate_greedy
     def generate(self, requests: list[GenerationRequest]) -> list[list[Generation]]:
-        prompts = [{"prompt_token_ids": encode_prompt(self.tokenizer, r.prompt)} for r in requests]
-        params = [self.build_params(r) for r in requests]
-        outputs = self.llm.generate(prompts, params, use_tqdm=True)
-        if len(outputs) != len(requests):
-            raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(requests)} prompts")
-        return [[Generation(text=c.text, n_tokens=len(c.token_ids), finish_reason=_finish(c.finish_reason))
-                 for c in out.outputs] for out in outputs]
+        ids = [encode_prompt(self.tokenizer, r.prompt) for r in requests]
+        max_len = getattr(getattr(getattr(self.llm, "llm_engine", None), "model_config", None), "max_model_len", None)
+        fit, out = split_overlong(requests, ids, context_length(max_model_len=max_len))
+        if fit:  # vLLM rejects the whole batch for one prompt that does not fit
+            outputs = self.llm.generate([{"prompt_token_ids": ids[i]} for i in fit],
+                                        [self.build_params(requests[i]) for i in fit], use_tqdm=True)
+            if len(outputs) != len(fit):
+                raise RuntimeError(f"vLLM returned {len(outputs)} results for {len(fit)} prompts")
+            for i, result in zip(fit, outputs):
+                out[i] = [Generation(text=c.text, n_tokens=len(c.token_ids), finish_reason=_finish(c.finish_reason))
+                          for c in result.outputs]
+        return out  # type: ignore[return-value]
 
 
 def _finish(reason: str | None) -> str:

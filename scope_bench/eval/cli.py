@@ -2,7 +2,7 @@
 
     scope-bench eval --ckpt Qwen/Qwen2.5-Math-7B --tasks all --backend vllm --tp 2
     scope-bench eval --ckpt Qwen/Qwen2.5-Math-7B --tasks all --backend vllm --dp 8 --tp 1   # 8 GPUs, 8 replicas
-    scope-bench eval --ckpt runs/train/scope-seed0/final --tasks math-id --data-dir ../shared/data/benchmarks
+    scope-bench eval --ckpt runs/train/scope-seed0/final --tasks math-id --data-dir data/benchmarks
     scope-bench eval --export-lm-eval lm_eval_tasks/     # then: lm_eval --include_path lm_eval_tasks ...
 """
 
@@ -28,7 +28,8 @@ def register(subparsers) -> None:
     p.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"])
     p.add_argument("--out", help="run folder (default runs/eval/<label>)")
     p.add_argument("--label", help="name of the model in reports (default: the checkpoint folder name)")
-    p.add_argument("--data-dir", help="read benchmarks from local files under this folder (tasks' `local:`)")
+    p.add_argument("--data-dir", help="read benchmarks from local files under this folder (tasks' `local:`; "
+                                      "default: $SCOPE_BENCH_DATA_DIR)")
     p.add_argument("--data", action="append", type=_data_override, default=[], metavar="TASK=PATH",
                    help="read one task from this file (jsonl, json, parquet, save_to_disk folder)")
     p.add_argument("--limit", type=int, help="evaluate only the first N problems of each task")
@@ -83,7 +84,7 @@ def run(args) -> int:
     from scope_bench.eval.runner import RESULTS_FILE, SUMMARY_FILE, evaluate, format_summary
 
     if args.export_lm_eval:
-        written = export_lm_eval(args.export_lm_eval, args.tasks, tasks_dir=args.tasks_dir)
+        written = export_lm_eval(args.export_lm_eval, args.tasks, tasks_dir=args.tasks_dir, data_dir=args.data_dir)
         names = ",".join("scope_" + t.strip().replace("-", "_") for t in args.tasks.split(","))
         print(f"wrote {len(written)} files to {args.export_lm_eval}; use lm_eval --include_path "
               f"{args.export_lm_eval} --tasks {names}")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from scope_bench.eval.backends import UNFINISHED, Backend, GenerationRequest, derive_seed, make_backend
+from scope_bench.eval.checks import check_checkpoint
 from scope_bench.eval.data import NoLocalCopy, Problem, fingerprint, load_problems, render_prompt
 from scope_bench.eval.metrics import group_scores, task_metrics
 from scope_bench.eval.protocol import DEFAULT_PROTOCOL, apply_protocol, protocol_record
@@ -196,6 +197,8 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
     names = resolve_task_names(tasks, tasks_dir)
     if not names:
         raise ValueError("no tasks given")
+    if isinstance(backend, str):  # a missing checkpoint folder fails now, not as a Hub id error later
+        check_checkpoint(ckpt, backend)
     overrides = {"n": n, "max_tokens": max_tokens, "temperature": temperature, "top_p": top_p}
     # unknown task or protocol names fail here, before any work
     loaded, protocols = apply_protocol([load_task(name, tasks_dir) for name in names], protocol, overrides,
