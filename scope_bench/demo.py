@@ -210,7 +210,8 @@ def preamble(budget: Budget, steps: int, elapsed: float) -> str:
     return (f"{len(budget.methods)} methods x {len(budget.seeds)} seeds (seeds {', '.join(map(str, budget.seeds))}), "
             f"{steps} RL steps each, evaluated on {budget.eval_problems} held-out ID and {budget.eval_problems} OOD "
             f"problems with {budget.samples} samples each at temperature 1. Settings: `{world}`. "
-            f"Wall time of this demo run (install and warm start excluded when cached): {elapsed / 60:.1f} min.")
+            f"Wall time of this invocation: {elapsed / 60:.1f} min (not counting install, a cached warm start, or "
+            f"runs and evaluations reused from an earlier invocation).")
 
 
 def _summary_text(out: Path, verdicts) -> str:

@@ -82,14 +82,15 @@ def measure_eval(summary: dict, responses: dict[str, list[str]], split: str, tas
 
 
 def measure_training(rows: Sequence[dict]) -> dict[str, float]:
-    """What the policy did in training: its own accuracy over the last third of the steps, and over all
-    steps the share of all-fail groups, near-miss@1, the keep ratio in steps, teacher rows and refiner
-    failures per step (steps where a metric was not logged are skipped)."""
+    """What the policy did in training, rates in percent like the eval scores: its own accuracy over
+    the last third of the steps, and over all steps the share of all-fail groups, near-miss@1, the keep
+    ratio in steps, teacher rows and refiner failures per step (unlogged steps are skipped)."""
     rl = [r for r in rows if r.get("phase", "rl") == "rl"]
     tail = rl[int(len(rl) * (1 - LAST_SHARE)):] if rl else []
-    out = {"train/accuracy": _mean_of(tail, "accuracy")}
-    for key in ("all_fail_groups", "near_miss@1", "keep_ratio_steps", "groups_rectified", "refiner_failures"):
-        out[f"train/{key}"] = _mean_of(rl, key)
+    out = {"train/accuracy": 100 * _mean_of(tail, "accuracy")}
+    for key, scale in (("all_fail_groups", 100), ("near_miss@1", 100), ("keep_ratio_steps", 1),
+                       ("groups_rectified", 1), ("refiner_failures", 1)):
+        out[f"train/{key}"] = scale * _mean_of(rl, key)
     return out
 
 
@@ -107,23 +108,23 @@ def add_values(values: dict, variant: str, seed, scores: dict[str, float]) -> No
         values[variant].setdefault("avg/pass@1", {})[seed] = (scores["id/pass@1"] + scores["ood/pass@1"]) / 2
 
 
-def spread(values: dict, variant: str, metric: str, scale: float = 1.0) -> Spread | None:
+def spread(values: dict, variant: str, metric: str) -> Spread | None:
     per_seed = list(values.get(variant, {}).get(metric, {}).values())
     if not per_seed:
         return None
-    arr = np.asarray(per_seed, dtype=float) * scale
+    arr = np.asarray(per_seed, dtype=float)
     return Spread(float(arr.mean()), float(arr.std(ddof=1)) if len(arr) > 1 else 0.0, len(arr))
 
 
 # ------------------------------------------------------------------------------------------ tables
 
 
-def _table(key: str, title: str, columns: dict[str, tuple[str, float]], variants, values, notes, decimals=None,
+def _table(key: str, title: str, columns: dict[str, str], variants, values, notes, decimals=None,
            lower_better=()) -> Table:
-    """Rows = variants that measured something here; `columns` = header -> (metric, scale)."""
+    """Rows = variants that measured something here; `columns` = header -> metric."""
     rows = []
     for v in variants:
-        cells = {h: spread(values, v.key, metric, scale) for h, (metric, scale) in columns.items()}
+        cells = {h: spread(values, v.key, metric) for h, metric in columns.items()}
         if any(c is not None for c in cells.values()):
             rows.append(Row(v.label, cells))
     return Table(key, title, list(columns), [Block("Measured (mean ± std over seeds)", [(None, rows)])],
@@ -134,28 +135,28 @@ def demo_tables(values: dict, variants: Sequence[Variant], start: Variant, k: in
     by_key = {v.key: v for v in variants}
     table1 = [start, *variants]
     table3 = [by_key[x] for x in ("luffy", "replace", "scope", "scope-weak") if x in by_key]
-    acc = {"ID pass@1": ("id/pass@1", 1.0), "OOD pass@1": ("ood/pass@1", 1.0), "Avg.": ("avg/pass@1", 1.0)}
+    acc = {"ID pass@1": "id/pass@1", "OOD pass@1": "ood/pass@1", "Avg.": "avg/pass@1"}
     return [
         _table("demo-table1", "Table 1 (miniature). Accuracy (%) on held-out synthetic problems", acc, table1, values,
                [("ID: held-out 5- and 6-operation chains (beyond the warm start's 2-4; RL trains on 4-6); OOD: "
                  "7-operation chains (longer than anything trained). pass@1 = mean accuracy over the samples at "
                  "temperature 1.")]),
         _table("demo-table3", "Table 3 (miniature). How the teacher's text is used",
-               {**acc, "teacher rows / step": ("train/groups_rectified", 1.0),
-                "refiner failures / step": ("train/refiner_failures", 1.0)}, table3, values,
+               {**acc, "teacher rows / step": "train/groups_rectified",
+                "refiner failures / step": "train/refiner_failures"}, table3, values,
                [("LUFFY: one whole teacher solution in every group (the paper's Replace Entire Rollout numbers); "
                 "Replace (gated): one failure of a gated group replaced; SCOPE: the policy's verified prefix, "
                 "the teacher's continuation; weaker teacher: it slips on a step of a share of its answers.")],
                decimals={"teacher rows / step": 2, "refiner failures / step": 2}),
         _table("demo-table4", "Table 4 (miniature). Diversity and quality on the ID split",
-               {"div-score": ("id/div-score", 1.0), "pass@1": ("id/pass@1", 1.0), f"pass@{k}": ("id/pass@k", 1.0)},
+               {"div-score": "id/div-score", "pass@1": "id/pass@1", f"pass@{k}": "id/pass@k"},
                table1, values,
                [(f"div-score per prompt over its {k} samples (mean of distinct-1, distinct-4, 1-self-bleu, "
                 "1-self-rouge), averaged over prompts; pass@k by the unbiased estimator.")],
                decimals={"div-score": 3}),
         _table("demo-training", "Training: what the policy itself did",
-               {"on-policy acc. (%)": ("train/accuracy", 100.0), "all-fail groups (%)": ("train/all_fail_groups", 100.0),
-                "near-miss@1 (%)": ("train/near_miss@1", 100.0), "keep ratio (steps)": ("train/keep_ratio_steps", 1.0)},
+               {"on-policy acc. (%)": "train/accuracy", "all-fail groups (%)": "train/all_fail_groups",
+                "near-miss@1 (%)": "train/near_miss@1", "keep ratio (steps)": "train/keep_ratio_steps"},
                variants, values,
                [(f"On-policy accuracy: the policy's own rollouts over the last {LAST_SHARE:.0%} of the steps (a "
                 "rectified row's reward is 1 by construction, so the training reward would flatter SCOPE); the "
