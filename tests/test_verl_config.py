@@ -73,6 +73,8 @@ def test_overrides_reach_the_right_block():
     ("replace", SERVICES + ["algorithm.use_kl_in_reward=true"], "use_kl_in_reward"),
     ("scope", SERVICES + ["actor_rollout_ref.actor.entropy_coeff=0.01"], "refiner's tokens"),
     ("scope", SERVICES + ["loss.clip_ratio_c=0.5"], "clip_ratio_c"),
+    ("prm-reward", SERVICES + ["prm_reward.form=step"], "local trainer only"),
+    ("luffy", SERVICES, "not available with --backend verl"),
 ])
 def test_bad_configs_name_the_key(method, overrides, message):
     with pytest.raises(ValueError, match=message):

@@ -16,7 +16,7 @@ def build_prm(cfg, device: str):
                             seed=cfg.seed)
     from scope_bench.engines.prm import QwenMathPRM
 
-    return QwenMathPRM(cfg.prm.path, device=cfg.prm.device or device)
+    return QwenMathPRM(cfg.prm.path, device=cfg.prm.device or device, max_length=cfg.prm.max_tokens or 4096)
 
 
 def build_refiner(cfg):

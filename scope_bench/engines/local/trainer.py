@@ -47,6 +47,9 @@ from scope_bench.paths import PROJECT_ROOT
 # keys that may change when a run is resumed (they do not change what is trained)
 RESUMABLE_CHANGES = ("resume", "train.steps", "device", "threads", "eval", "checkpoint", "metrics.tensorboard")
 
+# `old` of `_update` when pi_old is the policy before the update (one optimizer step per batch)
+CURRENT_POLICY = object()
+
 
 @dataclass
 class Run:
@@ -167,11 +170,15 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
         responses[j], offpolicy[j] = fix.token_ids, fix.offpolicy_mask
     rewards = stage.rewards
 
-    # 5. old log-probs on the batch as trained, then group advantages after the stage
+    # 5. old log-probs on the batch as trained, then group advantages after the stage. With one
+    #    optimizer step per batch (ppo_epochs 1), pi_old is the policy as it stands: the update's own
+    #    forward pass gives them (detached), and the separate pass is skipped
     flat_prompts = [ids for ids in prompt_ids for _ in range(n)]
     chunks = _chunks(len(responses), cfg.train.micro_batch_size)
-    with timer("old_logprobs"):
-        old, entropy = _old_logprobs(run, flat_prompts, responses, offpolicy, chunks)
+    old, entropy = CURRENT_POLICY, None
+    if cfg.train.ppo_epochs > 1:
+        with timer("old_logprobs"):
+            old, entropy = _old_logprobs(run, flat_prompts, responses, offpolicy, chunks)
     group_ids = [j // n for j in range(len(rewards))]
     if stage.step_rewards:  # dense PRM reward: one advantage per token
         advantages = process_advantages(rewards, stage.step_rewards, group_ids, [len(r) for r in responses],
@@ -180,7 +187,9 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
         advantages = torch.as_tensor(grpo_advantages(rewards, group_ids, eps=run.loss_cfg.adv_eps))
     # 6. update with the method's loss (eq. 6; all-zero off-policy mask = GRPO)
     with timer("update"):
-        loss = _update(run, flat_prompts, responses, offpolicy, old, advantages, chunks, _lr(cfg, step))
+        loss, update_entropy = _update(run, flat_prompts, responses, offpolicy, old, advantages, chunks,
+                                       _lr(cfg, step))
+    entropy = update_entropy if entropy is None else entropy
 
     return {
         "step": step, "method": cfg.method, "seed": cfg.seed, "phase": "rl",
@@ -206,7 +215,7 @@ def sft_step(run: Run, step: int, rows: list[dict]) -> dict:
         prompt_ids = encode_prompts(tok, [prompt_text(tok, row["question"]) for row, _ in keep],
                                     cfg.rollout.max_prompt_tokens)
         with timer("update"):
-            loss = _update(run, prompt_ids, responses, None, None, None,
+            loss, _ = _update(run, prompt_ids, responses, None, None, None,
                            _chunks(len(responses), cfg.train.micro_batch_size), _lr(cfg, step))
     metrics = {key: None for key in ("reward_mean", "accuracy", "entropy", "keep_ratio")}
     metrics.update({f"near_miss@{k}": None for k in NEAR_MISS_K})
@@ -252,28 +261,35 @@ def _old_logprobs(run: Run, prompts, responses, offpolicy, chunks):
     return old, ent_sum / max(ent_n, 1.0)
 
 
-def _update(run: Run, prompts, responses, offpolicy, old, advantages, chunks, lr: float) -> float:
+def _update(run: Run, prompts, responses, offpolicy, old, advantages, chunks, lr: float):
     """`ppo_epochs` optimizer steps over the batch; the loss is a token-mean over the whole batch,
-    accumulated over micro-batches. `old is None` means SFT."""
+    accumulated over micro-batches. `old is None` means SFT; `old is CURRENT_POLICY` means pi_old is
+    the policy before this (single) optimizer step, i.e. this forward pass, detached. Returns the
+    mean loss and, for CURRENT_POLICY, the policy's entropy over its own tokens (else None)."""
     cfg = run.cfg
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     total_tokens = sum(len(r) for r in responses)
-    losses = []
+    losses, ent_sum, ent_n = [], 0.0, 0.0
     for _ in range(cfg.train.ppo_epochs):
         run.optimizer.zero_grad(set_to_none=True)
         epoch_loss = 0.0
         for c, idx in enumerate(chunks):
             batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id,
                          run.device)
-            logp, _ = response_logprobs(run.model, batch)
+            logp, entropy = response_logprobs(run.model, batch, with_entropy=old is CURRENT_POLICY)
             rmask = batch["response_mask"]
             if old is None:
                 loss = sft_loss(logp, rmask)
             else:
-                loss = hybrid_loss(logp, old[c], _chunk_advantages(advantages, idx, logp),
-                                   _mask([offpolicy[i] for i in idx], logp.shape, run.device), rmask,
+                mask = _mask([offpolicy[i] for i in idx], logp.shape, run.device)
+                reference = logp.detach() if old is CURRENT_POLICY else old[c]
+                loss = hybrid_loss(logp, reference, _chunk_advantages(advantages, idx, logp), mask, rmask,
                                    **run.loss_cfg.objective_kwargs())
+                if entropy is not None:
+                    onpolicy = rmask * (1 - mask)
+                    ent_sum += float((entropy.detach() * onpolicy).sum())
+                    ent_n += float(onpolicy.sum())
             loss = loss * (rmask.sum() / total_tokens)  # chunk token-mean -> batch token-mean
             loss.backward()
             epoch_loss += loss.item()
@@ -281,7 +297,7 @@ def _update(run: Run, prompts, responses, offpolicy, old, advantages, chunks, lr
             torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.train.grad_clip)
         run.optimizer.step()
         losses.append(epoch_loss)
-    return sum(losses) / len(losses)
+    return sum(losses) / len(losses), (ent_sum / max(ent_n, 1.0) if old is CURRENT_POLICY else None)
 
 
 def _lr(cfg, step: int) -> float:

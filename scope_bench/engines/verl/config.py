@@ -125,6 +125,9 @@ def validate(cfg: DictConfig) -> None:
     if cfg.algorithm.adv_estimator != "grpo":
         raise ValueError(f"algorithm.adv_estimator must be grpo (group advantages after the stage), "
                          f"got {cfg.algorithm.adv_estimator!r}")
+    if cfg.stage == "prm_reward" and cfg.prm_reward.get("form", "scalar") != "scalar":
+        raise ValueError("prm_reward.form=step (per-step PRM reward) runs with the local trainer only: verl's "
+                         "GRPO advantages take one reward per rollout; use prm_reward.form=scalar")
     correction = cfg.algorithm.rollout_correction
     if correction.get("rollout_is") or correction.get("rollout_rs"):
         raise ValueError("algorithm.rollout_correction.rollout_is/rollout_rs must be null for every method: "
