@@ -143,7 +143,8 @@ def test_vllm_pooling_client_scores_every_solution_concurrently():
         scores = prm.score(["q1", "q2", "q3"], [["a", "b", "c"], [], ["x"]])
     assert scores == [pytest.approx([0.1, 0.2, 0.3]), [], pytest.approx([0.1])]
     assert len(server.requests) == 2  # no call for a solution without steps
-    request = server.requests[0]
+    # the requests are concurrent: they arrive in any order
+    request = next(r for r in server.requests if r["body"]["messages"][1]["content"] == "q1")
     assert request["path"] == "/pooling"  # the /v1 of the base url is dropped
     assert request["body"]["model"] == "Qwen/Qwen2.5-Math-PRM-7B"
     assert request["body"]["messages"] == prm_messages("q1", ["a", "b", "c"])
