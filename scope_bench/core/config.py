@@ -10,7 +10,7 @@ from .prefix import check_tau
 
 @dataclass
 class ScopeConfig:
-    """The rectification stage (DESIGN.md section 1, steps 1-6)."""
+    """The rectification stage (docs/method.md, steps 1-6)."""
 
     tau: float = 0.5  # PRM validity threshold (paper: a step with p < tau is an error)
     min_failures: int = 2  # gate: groups with fewer failing rollouts are left as sampled

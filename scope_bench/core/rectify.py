@@ -1,4 +1,4 @@
-"""The SCOPE stage (DESIGN.md section 1, steps 1-6): between reward and advantage, salvage one
+"""The SCOPE stage (docs/method.md, steps 1-6): between reward and advantage, salvage one
 near-miss rollout per eligible group by keeping its verified prefix and having a refiner rewrite the
 rest. Engine-free: an engine supplies the PRM, the refiner, a tokenizer and the reward function.
 

@@ -1,6 +1,6 @@
 """Process reward models for the SCOPE stage: Qwen2.5-Math-PRM-7B in process, or served by vLLM.
 
-Both follow the checkpoint's official recipe (DESIGN.md step 3): system prompt "Please reason step by
+Both follow the checkpoint's official recipe (docs/method.md, step 3): system prompt "Please reason step by
 step, and put your final answer within \\boxed{}.", user = question, assistant = the steps joined and
 terminated by `<extra_0>`; `p_j` = softmax over the two classes, positive class, at the j-th `<extra_0>`.
 
