@@ -90,12 +90,16 @@ def compose_config(method: str, overrides: Sequence[str] = (), *, trainers_dir: 
     return cfg
 
 
+def default_run_dir(method: str, seed: int) -> Path:
+    """Where a run writes when no --run-dir is given: runs/train/<method>-seed<seed>."""
+    return Path("runs") / "train" / f"{method}-seed{seed}"
+
+
 def _derive(cfg: DictConfig, run_dir) -> None:
     """Settings that follow from the method blocks, unless the user set them."""
-    name = f"{cfg.method}-seed{cfg.seed}"
     if cfg.trainer.experiment_name is None:
-        cfg.trainer.experiment_name = name
-    run_dir = Path(run_dir or Path("runs") / "train" / name).resolve()
+        cfg.trainer.experiment_name = f"{cfg.method}-seed{cfg.seed}"
+    run_dir = Path(run_dir or default_run_dir(cfg.method, cfg.seed)).resolve()
     cfg.run_dir = str(run_dir)
     if cfg.trainer.default_local_dir.startswith("checkpoints/"):  # verl's default, relative to the cwd
         cfg.trainer.default_local_dir = str(run_dir / "checkpoints")

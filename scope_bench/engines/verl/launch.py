@@ -143,7 +143,11 @@ def embedded_default(args, services: ExitStack) -> list[str]:
 
         out.append(f"actor_rollout_ref.model.path={warm_start_model()}")
     if not getattr(args, "data", None):
-        train, val = write_synthetic_parquet(_default_run_dir(args) / "data", seed=getattr(args, "seed", None) or 0)
+        from scope_bench.engines.verl.config import default_run_dir
+
+        seed = getattr(args, "seed", None) or 0
+        run_dir = Path(getattr(args, "run_dir", None) or default_run_dir(args.method, seed))
+        train, val = write_synthetic_parquet(run_dir / "data", seed=seed)
         out += [f"data.train_files={train}", f"data.val_files={val}"]
     named_prm = getattr(args, "prm", None) or getattr(args, "prm_url", None)
     named_refiner = getattr(args, "refiner", None) or getattr(args, "refiner_url", None)
@@ -172,12 +176,6 @@ def write_synthetic_parquet(out_dir: Path, *, seed: int = 0, n_train: int = 2000
         write_parquet(records, path)
         paths.append(path.resolve())
     return paths
-
-
-def _default_run_dir(args) -> Path:
-    if getattr(args, "run_dir", None):
-        return Path(args.run_dir)
-    return Path("runs") / "train" / f"{args.method}-seed{getattr(args, 'seed', None) or 0}"
 
 
 # --------------------------------------------------------------------------- CPU mode
