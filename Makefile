@@ -9,13 +9,20 @@ PYTEST_ARGS ?=
 # `make test SCOPE_SLOW=` skips them
 SCOPE_SLOW ?= 1
 
-.PHONY: demo test setup setup-test lint clean
+.PHONY: demo test golden setup setup-test lint clean
 
 demo: setup
 	$(BIN)/scope-bench demo
 
 test: setup-test
 	SCOPE_SLOW=$(SCOPE_SLOW) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# rewrite the golden files tests compare against (tests/golden/report.md) after an intended change to a
+# report, then read `git diff tests/golden`; tests never write them. GOLDEN_ARGS=--fixtures also remakes
+# the canned runs under tests/golden/runs.
+GOLDEN_ARGS ?=
+golden: setup-test
+	$(BIN)/python tests/golden/regenerate.py $(GOLDEN_ARGS)
 
 setup: $(VENV)/.base
 setup-test: $(VENV)/.test

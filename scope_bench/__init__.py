@@ -15,11 +15,12 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # method core (eqs. 1-6)
     **{name: "scope_bench.core" for name in (
-        "split_steps", "step_char_spans", "step_token_spans", "prefix_token_count", "token_offsets",
+        "split_steps", "step_char_spans", "step_token_spans", "prefix_token_count", "encode_with_offsets",
+        "decode_with_offsets",
         "verified_prefix_length", "error_prefix_length", "selection_scores", "shaped_weight",
         "grpo_advantages", "hybrid_loss", "hybrid_token_objective", "sft_loss", "prm_shaped_reward",
         "rectify_groups", "rectify_group", "Rollout", "Rectification", "GroupRecord", "GroupOutcome",
-        "ScopeConfig", "LossConfig", "ProcessRewardModel", "Refiner", "RefineRequest", "RefineResult",
+        "ScopeConfig", "LossConfig", "PRMRewardConfig", "ProcessRewardModel", "Refiner", "RefineRequest", "RefineResult",
     )},
     # grading and rewards (eq. 7)
     **{name: "scope_bench.grading" for name in (

@@ -171,3 +171,116 @@ def test_prm_messages_follow_the_official_recipe():
     assert [m["role"] for m in messages] == ["system", "user", "assistant"]
     assert "\\boxed{}" in messages[0]["content"]
     assert messages[2]["content"] == "s1<extra_0>s2<extra_0>"
+
+
+# ---------------------------------------------------------------- a PRM whose right answer is known
+GOOD, BAD = "+", "-"  # the character a step ends with decides its score
+P_GOOD = 0.9  # designed step probabilities: GOOD -> 0.9, BAD -> 0.1, anything else -> 0.5
+
+
+def build_known_prm(out):
+    """A one-layer Qwen2.5-Math-PRM-shaped checkpoint whose step score is set by the token just before
+    each `<extra_0>` tag: p = 0.9 after "+", 0.1 after "-", 0.5 after any other token.
+
+    How: sliding-window attention of width 2 with zero queries and keys, so the tag attends equally to
+    itself and the token before it; values and output projection are the identity, the MLP is off. The
+    embeddings are one-hot: "+" on dim 0, "-" on dim 1, the tag on dim 2, every other token on dim 3. At
+    a tag the hidden state is therefore a fixed mix of the tag and the previous token's dim; the score
+    head reads dims 0 and 1 (Linear, ReLU, Linear) into a logit difference of +-ln 9 (or 0). Saved as one
+    model.safetensors (no index), the other layout `_load_score_head` reads."""
+    import math
+
+    from safetensors.torch import save_file
+    from transformers import Qwen2Config, Qwen2Model
+
+    tokenizer = chat_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": [STEP_TAG]})
+    hidden, eps = 8, 1e-6
+    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=8, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=1024,
+                         rms_norm_eps=eps, use_sliding_window=True, sliding_window=2, max_window_layers=0,
+                         architectures=["Qwen2ForProcessRewardModel"], pad_token_id=tokenizer.pad_token_id)
+    body = Qwen2Model(config)
+    assert body.config.layer_types == ["sliding_attention"]
+    good, bad, tag = (tokenizer.convert_tokens_to_ids(t) for t in (GOOD, BAD, STEP_TAG))
+    with torch.no_grad():
+        for p in body.parameters():
+            p.zero_()
+        body.embed_tokens.weight[:, 3] = 1.0
+        for token, dim in ((good, 0), (bad, 1), (tag, 2)):
+            body.embed_tokens.weight[token] = torch.nn.functional.one_hot(torch.tensor(dim), hidden).float()
+        layer = body.layers[0]
+        layer.input_layernorm.weight.fill_(1.0)
+        layer.post_attention_layernorm.weight.fill_(1.0)
+        layer.self_attn.v_proj.weight.copy_(torch.eye(hidden))
+        layer.self_attn.o_proj.weight.copy_(torch.eye(hidden))
+        body.norm.weight.fill_(1.0)
+    # at a tag after "+": h = e2 + (s*e0 + s*e2)/2 with s = 1/rms(one-hot) = 1/sqrt(1/8 + eps); the final
+    # RMSNorm scales it, leaving c on dim 0. The head maps dims (0, 1) to logit(pos) - logit(neg) = k*(d0 - d1).
+    s = 1 / math.sqrt(1 / hidden + eps)
+    a, b = s / 2, 1 + s / 2
+    c = a / math.sqrt((a * a + b * b) / hidden + eps)
+    k = math.log(P_GOOD / (1 - P_GOOD)) / c
+    head = torch.nn.Sequential(torch.nn.Linear(hidden, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 2))
+    with torch.no_grad():
+        for p in head.parameters():
+            p.zero_()
+        head[0].weight[0, 0] = head[0].weight[1, 1] = 1.0
+        head[2].weight[1, :2] = torch.tensor([k / 2, -k / 2])
+        head[2].weight[0, :2] = torch.tensor([-k / 2, k / 2])
+
+    state = {f"model.{n}": v.contiguous() for n, v in body.state_dict().items()}
+    state.update({f"score.{n}": v.contiguous() for n, v in head.state_dict().items()})
+    save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
+    config.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+
+    # the design holds in plain transformers (so a failure below is the PRM loader's, not this model's)
+    text = tokenizer.apply_chat_template(prm_messages("q", ["a+", "b-", "c"]), tokenize=False)
+    ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        h = Qwen2Model.from_pretrained(out).eval()(input_ids=ids).last_hidden_state[0]
+        p = torch.softmax(head(h), -1)[..., 1][ids[0] == tag]
+    assert p.tolist() == pytest.approx([P_GOOD, 1 - P_GOOD, 0.5], abs=1e-5), p
+    return out
+
+
+@pytest.fixture(scope="module")
+def known_prm_dir(tmp_path_factory):
+    return build_known_prm(tmp_path_factory.mktemp("known-prm"))
+
+
+def expected(steps):
+    return [P_GOOD if s.endswith(GOOD) else 1 - P_GOOD if s.endswith(BAD) else 0.5 for s in steps]
+
+
+def test_qwen_math_prm_returns_the_known_per_step_scores(known_prm_dir):
+    """QwenMathPRM scores each step from the hidden state at its own tag: the designed 0.9 / 0.1 / 0.5 per
+    step, in step order, for every solution of a batch (padded, reordered by length, batch_size 2). A PRM
+    that returns one constant for every step (the remote code under transformers 5), scores the wrong
+    position, mixes up solutions or steps, or drops the trained head fails this."""
+    prm = QwenMathPRM(str(known_prm_dir), device="cpu", batch_size=2)
+    questions = ["Add 2 and 3.", "Is 9 prime?", "Compute 7*8, showing each step carefully.", "One step."]
+    steps = [
+        ["2 + 3 = 5, checked +", "so the answer is 5 -", "\\boxed{5} +"],
+        ["9 = 3*3 -", "so 9 is not prime"],
+        ["7*8 = 56 +", "7*8 = 7*7 + 7 = 56 +", "a slip: 7*7 = 48 -", "therefore \\boxed{56} -", "done"],
+        ["a lone step +"],
+    ]
+    scores = prm.score(questions, steps)
+    assert [len(s) for s in scores] == [len(s) for s in steps]
+    for got, solution in zip(scores, steps):
+        assert got == pytest.approx(expected(solution), abs=1e-4), solution
+    flat = [round(p, 3) for s in scores for p in s]
+    assert set(flat) == {0.9, 0.1, 0.5}  # not constant: three distinct, step-specific values
+    assert prm.truncated_steps == 0
+
+
+def test_known_scores_are_the_same_alone_and_in_a_batch(known_prm_dir):
+    """Right padding in a batch must not move a step's score: each solution scored alone matches."""
+    prm = QwenMathPRM(str(known_prm_dir), device="cpu", batch_size=4)
+    steps = [["short +"], ["a much longer first step that pads the other -", "then +", "end"]]
+    together = prm.score(["q1", "q2"], steps)
+    alone = [prm.score([q], [s])[0] for q, s in zip(["q1", "q2"], steps)]
+    assert together == [pytest.approx(a, abs=1e-6) for a in alone]
+    assert together[1] == pytest.approx([0.1, 0.9, 0.5], abs=1e-4)

@@ -1,10 +1,10 @@
 """`scope-bench report` from canned runs (tests/golden/runs, made by tests/golden/make_fixtures.py).
 
-Set UPDATE_GOLDEN=1 to rewrite tests/golden/report.md after an intended change (and read the diff).
+The golden test only compares: after an intended change to a report, rewrite tests/golden/report.md with
+`make golden` (tests/golden/regenerate.py) and read `git diff tests/golden`.
 """
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -34,12 +34,10 @@ def report_dir(tmp_path_factory):
 
 
 def test_markdown_report_matches_golden(report_dir):
+    """report.md equals tests/golden/report.md; after an intended change, `make golden` rewrites it."""
     out, _ = report_dir
     got = (out / "report.md").read_text()
-    golden = GOLDEN / "report.md"
-    if os.environ.get("UPDATE_GOLDEN"):
-        golden.write_text(got)
-    assert got == golden.read_text()
+    assert got == (GOLDEN / "report.md").read_text(), "report changed: if intended, run `make golden`, read the diff"
 
 
 def test_reference_rows_are_marked_and_never_mixed(runs):

@@ -206,7 +206,7 @@ def test_training_logprobs_match_sampling_logprobs(tiny):
     """The forward pass the loss uses sees the same positions as `generate` did (left-padded prompts
     of different lengths): otherwise the trained policy would not be the sampling policy."""
     from scope_bench.engines.local.policy import encode_prompts, load_policy, pack, response_logprobs
-    from scope_bench.engines.local.prompt import prompt_text
+    from scope_bench.engines.prompt import prompt_text
 
     model, tok = load_policy(tiny, torch.device("cpu"))
     prompts = encode_prompts(tok, [prompt_text(tok, q) for q in

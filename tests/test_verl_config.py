@@ -58,7 +58,7 @@ def test_overrides_reach_the_right_block():
 
 
 @pytest.mark.parametrize("method, overrides, message", [
-    ("sft", [], "not available with --backend verl"),
+    ("sft", [], "SFT steps, which run with the local trainer"),
     ("scope", SERVICES + ["scope.tua=0.7"], "scope.tua"),
     ("scope", SERVICES + ["scope.tau=1.5"], "tau"),
     ("scope", SERVICES + ["trainer.use_v1=true"], "use_v1"),
@@ -74,7 +74,8 @@ def test_overrides_reach_the_right_block():
     ("scope", SERVICES + ["actor_rollout_ref.actor.entropy_coeff=0.01"], "refiner's tokens"),
     ("scope", SERVICES + ["loss.clip_ratio_c=0.5"], "clip_ratio_c"),
     ("prm-reward", SERVICES + ["prm_reward.form=step"], "local trainer only"),
-    ("luffy", SERVICES, "not available with --backend verl"),
+    ("luffy", SERVICES + ["luffy.source=data"], "luffy.source=data runs with the local trainer only"),
+    ("scope", SERVICES + ["stage=dpo"], "stage must be one of none, scope, prm_reward, luffy"),
 ])
 def test_bad_configs_name_the_key(method, overrides, message):
     with pytest.raises(ValueError, match=message):

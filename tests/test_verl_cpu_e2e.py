@@ -131,7 +131,7 @@ def test_resume_continues_from_the_checkpoint(scope_run):
     assert rows[-1]["offpolicy_token_frac"] == pytest.approx(rows[-1]["offpolicy_token_frac_sent"], abs=1e-6)
 
 
-@pytest.mark.parametrize("method, workers", [("grpo", 2), ("replace", 1), ("prm-reward", 1)])
+@pytest.mark.parametrize("method, workers", [("grpo", 2), ("replace", 1), ("prm-reward", 1), ("luffy", 1)])
 def test_baselines_train_through_fit(tmp_path, method, workers):
     """grpo runs on two FSDP workers (gloo collectives, sharded parameters, two rollout replicas)."""
     run_dir = tmp_path / method
@@ -150,6 +150,12 @@ def test_baselines_train_through_fit(tmp_path, method, workers):
         assert sum(r["groups_rectified"] for r in rows) > 0
         rewritten = [row for row in batch if row["offpolicy_tokens"] > 0]
         assert all(row["offpolicy_tokens"] == row["response_tokens"] and not row["prefix"] for row in rewritten)
+    if method == "luffy":  # every group (no gate) gets one whole teacher solution, trained as off-policy
+        assert all(r["groups_gated"] == r["groups_total"] for r in rows)
+        assert sum(r["groups_rectified"] for r in rows) > 0
+        rewritten = [row for row in batch if row["offpolicy_tokens"] > 0]
+        assert len({row["uid"] for row in rewritten}) == len(rewritten)  # at most one per group
+        assert all(row["offpolicy_tokens"] == row["response_tokens"] and row["score"] == 1.0 for row in rewritten)
     if method == "prm-reward":  # outcome + 0.5 * min step score: not only 0 and 1
         assert any(row["score"] not in (0.0, 1.0) for row in batch)
         assert all(r["offpolicy_token_frac"] == 0 for r in rows)

@@ -12,7 +12,7 @@ import torch
 
 pytest.importorskip("verl", reason="verl is installed by the test command (pip install -e .[verl])")
 
-from scope_bench.engines.local.prompt import prompt_text
+from scope_bench.engines.prompt import prompt_text
 from scope_bench.engines.verl.cpu import HFRolloutServer, PlatformCPU, _sample_next
 from scope_bench.synthetic.model import tiny_model
 

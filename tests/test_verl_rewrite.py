@@ -15,7 +15,8 @@ from verl import DataProto
 from verl.utils.model import compute_position_id_with_mask
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
-from scope_bench.engines.verl.rewrite import rewrite_rows, set_rewards, token_offsets
+from scope_bench.core.steps import decode_with_offsets
+from scope_bench.engines.verl.rewrite import rewrite_rows, set_rewards
 
 torch.set_num_threads(1)
 PAD, P, R = 0, 5, 6
@@ -123,6 +124,9 @@ class _CharTokenizer:
         inv = {v: k for k, v in self.vocab.items()}
         return "".join(inv[i] for i in ids)
 
+    def batch_decode(self, sequences, **kwargs):
+        return [self.decode(ids) for ids in sequences]
+
     def __call__(self, text, **kwargs):
         ids, offsets, i = [], [], 0
         while i < len(text):
@@ -133,7 +137,11 @@ class _CharTokenizer:
         return {"input_ids": ids, "offset_mapping": offsets}
 
 
-def test_token_offsets_of_a_non_canonical_sample():
+def decode(tok, ids):
+    return decode_with_offsets(tok, ids, skip_special_tokens=False)
+
+
+def test_decode_with_offsets_of_a_non_canonical_sample():
     tok = _CharTokenizer()
-    assert token_offsets(tok, [3, 4, 3]) == ("ab\nab", [(0, 2), (2, 3), (3, 5)])  # canonical: fast path
-    assert token_offsets(tok, [1, 2, 4, 3]) == ("ab\nab", [(0, 1), (1, 2), (2, 3), (3, 5)])  # sampled a, b
+    assert decode(tok, [3, 4, 3]) == ("ab\nab", [(0, 2), (2, 3), (3, 5)])  # canonical: fast path
+    assert decode(tok, [1, 2, 4, 3]) == ("ab\nab", [(0, 1), (1, 2), (2, 3), (3, 5)])  # sampled a, b

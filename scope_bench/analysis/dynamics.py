@@ -8,13 +8,14 @@ so one seed gives a zero-width band) at every step that at least one seed logged
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from scope_bench.io import iter_jsonl
 
 DYNAMICS_METRICS = ("reward_mean", "entropy", "keep_ratio", "response_length", "val_accuracy")
 NEAR_MISS_METRICS = ("near_miss@1", "near_miss@2", "near_miss@3")
@@ -40,17 +41,8 @@ def read_metrics(path: str | Path) -> list[dict]:
     """Rows of a metrics.jsonl. A truncated last line (a run killed mid-write) is skipped; a bad line
     elsewhere is an error naming the file and line."""
     path = Path(path)
-    lines = path.read_text().splitlines()
     rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            if n == len(lines):
-                break
-            raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+    for n, row in iter_jsonl(path, torn_end="skip"):
         if not isinstance(row, dict) or not isinstance(row.get("step"), int):
             raise ValueError(f"{path}:{n}: each row must be an object with an integer 'step'")  # noqa: TRY004 (bad file content)
         rows.append(row)

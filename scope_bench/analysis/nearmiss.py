@@ -15,6 +15,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from scope_bench.core.config import ScopeConfig
+
 DEFAULT_KS = (1, 2, 3)
 
 
@@ -47,7 +49,7 @@ def near_miss_from_prm(
     responses: Sequence[str],
     rewards: Sequence[float],
     ks: Sequence[int] = DEFAULT_KS,
-    tau: float = 0.5,
+    tau: float = ScopeConfig.tau,
 ) -> dict[int, float]:
     """Near-miss@k of an evaluation or training batch, scoring the failed responses with any
     ``ProcessRewardModel``. Only zero-reward responses with at least one step go to the PRM."""
@@ -70,7 +72,7 @@ def near_miss_from_prm(
     return near_miss_at_k(prefix, [len(s) for s in steps], rewards, ks)
 
 
-def near_miss_of_rollouts(rollouts, prm, tau: float = 0.5, scores: dict | None = None,
+def near_miss_of_rollouts(rollouts, prm, tau: float = ScopeConfig.tau, scores: dict | None = None,
                           ks: Sequence[int] = DEFAULT_KS) -> dict[str, float | None]:
     """Training-batch form: ``{"near_miss@k": value}`` over the failed ``core.Rollout``s of a batch
     (None when nothing failed, so the metric stays valid JSON). ``scores`` maps a rollout's index in

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-from .prefix import check_tau
 
 
 @dataclass
@@ -57,6 +56,31 @@ class LossConfig:
                 "gamma": self.gamma, "offpolicy_advantage": self.offpolicy_advantage}
 
 
+@dataclass
+class PRMRewardConfig:
+    """The RL-with-PRM-reward baseline (docs/method.md, "Baselines")."""
+
+    weight: float = 0.5  # R = outcome + weight * agg_j p_j; below 1 a right answer outranks any wrong one
+    aggregate: str = "min"  # "min" | "mean" over the steps (form scalar); min is the Qwen PRM authors' choice
+    form: str = "scalar"  # "scalar": one reward per rollout | "step": weight * p_j at each step's boundary
+
+    def __post_init__(self):
+        if self.weight < 0:
+            raise ValueError(f"prm_reward.weight must be >= 0, got {self.weight}")
+        _check_choice("prm_reward.aggregate", self.aggregate, ("min", "mean"))
+        _check_choice("prm_reward.form", self.form, ("scalar", "step"))
+
+
+# the method blocks of a trainer config and the dataclass that owns each block's keys and defaults
+METHOD_CONFIGS = {"scope": ScopeConfig, "loss": LossConfig, "prm_reward": PRMRewardConfig}
+
+
+def check_tau(tau: float) -> float:
+    if not (0.0 < tau < 1.0):
+        raise ValueError(f"tau must lie in (0, 1), got {tau!r}")
+    return tau
+
+
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
@@ -72,5 +96,6 @@ def from_dict(cls, values: dict | None, where: str = ""):
     return cls(**values)
 
 
-def to_dict(config) -> dict:
-    return asdict(config)
+def method_defaults() -> dict:
+    """`{block: {key: default}}` of every method block: the one place these defaults are written."""
+    return {name: asdict(cls()) for name, cls in METHOD_CONFIGS.items()}

@@ -10,8 +10,10 @@ from collections.abc import Sequence
 
 import torch
 
+from .config import LossConfig, PRMRewardConfig
 
-def shaped_weight(p, gamma: float = 0.1):
+
+def shaped_weight(p, gamma: float = LossConfig.gamma):
     """`f(p) = p / (p + gamma)` (LUFFY's policy shaping): boosts the gradient of low-probability
     tokens of the off-policy suffix, where plain likelihood would be dominated by confident ones."""
     if gamma <= 0:
@@ -19,7 +21,8 @@ def shaped_weight(p, gamma: float = 0.1):
     return p / (p + gamma)
 
 
-def clipped_surrogate(logp, old_logp, advantages, clip_eps: float = 0.2, clip_ratio_c: float | None = None):
+def clipped_surrogate(logp, old_logp, advantages, clip_eps: float = LossConfig.clip_eps,
+                      clip_ratio_c: float | None = None):
     """Per-token PPO objective `min(r A, clip(r, 1-eps, 1+eps) A)`, `r = pi_theta / pi_old`.
 
     `clip_ratio_c` adds dual-clip (Ye et al. 2020, verl's stock `vanilla` loss): for `A < 0` the
@@ -36,8 +39,8 @@ def clipped_surrogate(logp, old_logp, advantages, clip_eps: float = 0.2, clip_ra
 
 
 def hybrid_token_objective(
-    logp, old_logp, advantages, offpolicy_mask, *, clip_eps=0.2, clip_ratio_c=None, lam=1.0, gamma=0.1,
-    offpolicy_advantage=False,
+    logp, old_logp, advantages, offpolicy_mask, *, clip_eps=LossConfig.clip_eps, clip_ratio_c=None,
+    lam=LossConfig.lam, gamma=LossConfig.gamma, offpolicy_advantage=LossConfig.offpolicy_advantage,
 ):
     """Eq. 6 per token: the clipped surrogate on on-policy (prefix) tokens, `lam * f(pi_theta)` on
     off-policy (suffix) tokens, times the advantage in LUFFY's form. Shape of `logp`."""
@@ -57,11 +60,11 @@ def hybrid_loss(
     offpolicy_mask,
     response_mask,
     *,
-    clip_eps: float = 0.2,
+    clip_eps: float = LossConfig.clip_eps,
     clip_ratio_c: float | None = None,
-    lam: float = 1.0,
-    gamma: float = 0.1,
-    offpolicy_advantage: bool = False,
+    lam: float = LossConfig.lam,
+    gamma: float = LossConfig.gamma,
+    offpolicy_advantage: bool = LossConfig.offpolicy_advantage,
 ):
     """Eq. 6 as a loss, `-J`: token-mean over all response tokens of the batch (`1 / sum_i |o_i|`).
 
@@ -87,7 +90,8 @@ def masked_token_mean(values, mask):
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
 
 
-def prm_shaped_reward(outcome: float, step_scores: Sequence[float], *, weight: float = 0.5, aggregate: str = "min"):
+def prm_shaped_reward(outcome: float, step_scores: Sequence[float], *, weight: float = PRMRewardConfig.weight,
+                      aggregate: str = PRMRewardConfig.aggregate):
     """RL w/ PRM reward baseline: `R + weight * agg_j p_j` (agg = min or mean over steps; 0 without steps).
 
     `min` is the aggregation the Qwen2.5-Math-PRM authors recommend (a chain is as good as its worst

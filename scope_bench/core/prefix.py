@@ -5,11 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-
-def check_tau(tau: float) -> float:
-    if not (0.0 < tau < 1.0):
-        raise ValueError(f"tau must lie in (0, 1), got {tau!r}")
-    return tau
+from .config import ScopeConfig, check_tau
 
 
 def check_scores(step_scores: Sequence[float]) -> list[float]:
@@ -21,7 +17,7 @@ def check_scores(step_scores: Sequence[float]) -> list[float]:
     return scores
 
 
-def verified_prefix_length(step_scores: Sequence[float], tau: float = 0.5) -> int:
+def verified_prefix_length(step_scores: Sequence[float], tau: float = ScopeConfig.tau) -> int:
     """Eq. 1: `k` = number of leading steps with score >= tau; step k+1 is the first error."""
     check_tau(tau)
     k = 0
@@ -32,7 +28,7 @@ def verified_prefix_length(step_scores: Sequence[float], tau: float = 0.5) -> in
     return k
 
 
-def error_prefix_length(step_scores: Sequence[float], tau: float = 0.5) -> int:
+def error_prefix_length(step_scores: Sequence[float], tau: float = ScopeConfig.tau) -> int:
     """Verified prefix of a *failed* rollout: if the PRM passes every step, the last step is wrong
     (the answer is), so at most `K - 1` steps are kept."""
     k = verified_prefix_length(step_scores, tau)

@@ -65,7 +65,52 @@ def prefix_token_count(text: str, offsets: Sequence[tuple[int, int]], n_steps: i
     return spans[n_steps - 1][1]
 
 
-def token_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """Token ids and character offsets of `text` under a fast Hugging Face tokenizer."""
+def encode_with_offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """Token ids of `text` and each token's character span, under a fast Hugging Face tokenizer."""
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     return list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
+
+
+def decode_with_offsets(tokenizer, ids: list[int], *, skip_special_tokens: bool = True
+                        ) -> tuple[str, list[tuple[int, int]]]:
+    """Text of sampled `ids` and each token's character span in it (the reverse of
+    `encode_with_offsets`, for samples whose tokenization need not be the canonical one).
+
+    Tokens decoded one by one give the spans when they add up to the full decode. A character split
+    over tokens (multi-byte UTF-8 in byte-level BPE) breaks that; then each token ends where the decode
+    of the ids up to it stops agreeing with the full text (exact for any tokenizer, quadratic, and only
+    for such rows), and a token holding part of a character spans that whole character, as the
+    tokenizer's own offsets do."""
+    options = {"skip_special_tokens": skip_special_tokens, "clean_up_tokenization_spaces": False}
+    text = tokenizer.decode(ids, **options)
+    pieces = tokenizer.batch_decode([[i] for i in ids], **options)
+    if "".join(pieces) == text:
+        offsets, pos = [], 0
+        for piece in pieces:
+            offsets.append((pos, pos + len(piece)))
+            pos += len(piece)
+        return text, offsets
+    ends, end = [], 0
+    for t in range(len(ids)):
+        end = max(end, _agreement(tokenizer.decode(ids[: t + 1], **options), text))
+        ends.append(end)
+    offsets, start = [], 0
+    for t, end in enumerate(ends):
+        if end == start:  # completes no character: part of the next one it helps complete
+            later = next((e for e in ends[t + 1:] if e > start), start)
+            offsets.append((start, later))
+        else:
+            offsets.append((start, end))
+            start = end
+    return text, offsets
+
+
+def _agreement(prefix: str, text: str) -> int:
+    """Length of the longest common start of `prefix` and `text` (a partial character decodes to
+    a replacement character, which ends the agreement)."""
+    n = 0
+    for a, b in zip(prefix, text):
+        if a != b:
+            break
+        n += 1
+    return n

@@ -12,16 +12,17 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scope_bench.paths import TRAINERS_DIR
+from scope_bench.engines.methods import available_methods
 
 
 def register(subparsers) -> None:
-    methods = sorted(p.stem for p in TRAINERS_DIR.glob("*.yaml") if p.stem != "base")
+    methods = available_methods()
     p = subparsers.add_parser(
         "train", help="train a method (scope, grpo, replace, prm-reward, sft, sft+rl)",
         description=__doc__.splitlines()[0], epilog="\n".join(__doc__.splitlines()[1:]),
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--method", required=True, help=f"trainers/<method>.yaml: {', '.join(methods)}")
+    p.add_argument("--method", required=True, help=f"trainers/<method>.yaml: {', '.join(methods)}; or the path "
+                   "of a method YAML (composed over trainers/base.yaml)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (Hydra style)")
     p.add_argument("--set", dest="set_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="config override, repeatable (same as a positional KEY=VALUE)")

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from scope_bench.engines.refiner import CallError, post_json, run_coroutine, with_retries
+from scope_bench.engines.http import CallError, JSONEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -161,13 +161,10 @@ class VLLMPoolingPRM:
         if max_tokens is not None and (max_tokens == 0 or max_tokens < -1):
             raise ValueError(f"PRM max_tokens must be positive, -1 (the server's max_model_len) or None, got {max_tokens}")
         root = base_url.rstrip("/")
-        self.url = (root.removesuffix("/v1")) + "/pooling"
+        self.endpoint = JSONEndpoint(root.removesuffix("/v1") + "/pooling", api_key_env=api_key_env,
+                                     concurrency=concurrency, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
+        self.url = self.endpoint.url
         self.model = model
-        self.concurrency = concurrency
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
-        self.api_key_env = api_key_env
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
         self.stats: Counter = Counter()
@@ -176,45 +173,22 @@ class VLLMPoolingPRM:
     def score(self, questions: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         if len(questions) != len(steps):
             raise ValueError(f"{len(questions)} questions but {len(steps)} step lists")
-        if not questions:
-            return []
-        return run_coroutine(self._score_all(list(questions), [list(s) for s in steps]))
-
-    async def _score_all(self, questions, steps) -> list[list[float]]:
-        import asyncio
-        import os
-
-        import httpx
-
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        gate = asyncio.Semaphore(self.concurrency)
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-
-        async def one(client, question, solution_steps):
-            if not solution_steps:
-                return []
-            truncation = ({"truncate_prompt_tokens": self.max_tokens, "truncation_side": "right"}
-                          if self.max_tokens is not None else {})
-            body = {"model": self.model, "messages": prm_messages(question, solution_steps), **truncation,
-                    **self.extra_body}
-
-            async def call():
-                async with gate:
-                    self.stats["calls"] += 1
-                    return await post_json(client, self.url, body, headers)
-
-            try:
-                reply = await with_retries(call, retries=self.retries, backoff_s=self.backoff_s, counts=self.stats)
-                scores = parse_pooling_reply(reply, len(solution_steps), truncated=self.max_tokens is not None)
-            except CallError as err:
-                raise RuntimeError(f"PRM server {self.url} failed after {self.retries} retries: {err}") from None
-            missing = len(solution_steps) - len(scores)
+        steps = [list(s) for s in steps]
+        todo = [i for i, s in enumerate(steps) if s]  # a solution without steps has nothing to score
+        truncation = ({"truncate_prompt_tokens": self.max_tokens, "truncation_side": "right"}
+                      if self.max_tokens is not None else {})
+        bodies = [{"model": self.model, "messages": prm_messages(questions[i], steps[i]), **truncation,
+                   **self.extra_body} for i in todo]
+        got = self.endpoint.post_all(bodies, lambda k, reply: parse_pooling_reply(
+            reply, len(steps[todo[k]]), truncated=self.max_tokens is not None), self.stats)
+        scores: list[list[float]] = [[] for _ in steps]
+        for i, result in zip(todo, got):
+            if isinstance(result, CallError):
+                raise RuntimeError(f"PRM server {self.url} failed after {self.endpoint.retries} retries: {result}")
+            missing = len(steps[i]) - len(result)
             self.truncated_steps += missing
-            return scores + [0.0] * missing
-
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits) as client:
-            return list(await asyncio.gather(*(one(client, q, s) for q, s in zip(questions, steps))))
+            scores[i] = result + [0.0] * missing
+        return scores
 
 
 def parse_pooling_reply(reply, n_steps: int, truncated: bool = False) -> list[float]:

@@ -6,26 +6,19 @@ put in flight at once under a concurrency bound, so a step waits for its slowest
 sum of all calls. Failures never raise: each comes back as `RefineResult(None, error=kind)` and is
 counted, so a flaky endpoint costs rectifications, not the run.
 
-Error kinds: "timeout", "connection", "http_429", "http_5xx", "http_4xx", "malformed", "empty",
-"length" (the reply hit `max_tokens`). The first four are retried with exponential backoff.
+Error kinds: those of `engines/http.py`, plus "empty" and "length" (the reply hit `max_tokens`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
-import random
 import re
 import string
-import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from scope_bench.core.interfaces import RefineRequest, RefineResult
-
-RETRYABLE = frozenset({"timeout", "connection", "http_429", "http_5xx"})
+from scope_bench.engines.http import CallError, JSONEndpoint
 
 # The paper's continuation-only instruction (Fig. 8): problem, verified prefix as context only,
 # the ground-truth answer, and the demand to write only what follows, ending in one \boxed{}.
@@ -91,73 +84,6 @@ def strip_reasoning(text: str) -> str:
     return text.strip()
 
 
-class CallError(Exception):
-    """A failed HTTP call, with its error kind (see the module docstring)."""
-
-    def __init__(self, kind: str, detail: str = ""):
-        super().__init__(f"{kind}: {detail}" if detail else kind)
-        self.kind = kind
-
-
-def run_coroutine(coro: Awaitable):
-    """Run `coro` to completion from sync code, even when the caller already runs an event loop
-    (Ray async actors, notebooks): then it runs on a private loop in a helper thread."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    box: dict[str, Any] = {}
-
-    def target():
-        try:
-            box["value"] = asyncio.run(coro)
-        except BaseException as err:  # noqa: BLE001 - re-raised in the caller's thread
-            box["error"] = err
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
-
-
-async def post_json(client, url: str, body: dict, headers: dict | None = None) -> dict:
-    """One POST; raises `CallError` with a kind for every way it can fail."""
-    import httpx
-
-    try:
-        response = await client.post(url, json=body, headers=headers)
-    except httpx.TimeoutException as err:
-        raise CallError("timeout", str(err)) from None
-    except httpx.HTTPError as err:
-        raise CallError("connection", f"{type(err).__name__}: {err}") from None
-    if response.status_code == 429:
-        raise CallError("http_429", response.text[:200])
-    if response.status_code >= 500:
-        raise CallError("http_5xx", f"{response.status_code} {response.text[:200]}")
-    if response.status_code >= 400:
-        raise CallError("http_4xx", f"{response.status_code} {response.text[:200]}")
-    try:
-        return response.json()
-    except (json.JSONDecodeError, ValueError):
-        raise CallError("malformed", f"not JSON: {response.text[:200]!r}") from None
-
-
-async def with_retries(call: Callable[[], Awaitable], *, retries: int, backoff_s: float, counts: Counter):
-    """Await `call()`, retrying retryable kinds up to `retries` times with jittered exponential
-    backoff (`backoff_s * 2**attempt`, capped at 30 s)."""
-    for attempt in range(retries + 1):
-        try:
-            return await call()
-        except CallError as err:
-            if err.kind not in RETRYABLE or attempt == retries:
-                raise
-            counts["retries"] += 1
-            delay = min(30.0, backoff_s * 2**attempt)
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-
-
 class OpenAIRefiner:
     """`Refiner` over `POST {base_url}/chat/completions`, greedy (temperature 0) by default.
 
@@ -184,17 +110,10 @@ class OpenAIRefiner:
         temperature: float = 0.0,
         extra_body: dict | None = None,
     ):
-        if concurrency < 1:
-            raise ValueError(f"refiner concurrency must be >= 1, got {concurrency}")
-        if timeout_s <= 0:
-            raise ValueError(f"refiner timeout_s must be positive, got {timeout_s}")
-        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.endpoint = JSONEndpoint(base_url.rstrip("/") + "/chat/completions", api_key_env=api_key_env,
+                                     concurrency=concurrency, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
+        self.url = self.endpoint.url
         self.model = model
-        self.api_key_env = api_key_env
-        self.concurrency = concurrency
-        self.timeout_s = timeout_s
-        self.retries = retries
-        self.backoff_s = backoff_s
         self.max_tokens = max_tokens
         self.temperature = temperature
         self.extra_body = dict(extra_body or {})
@@ -204,46 +123,19 @@ class OpenAIRefiner:
     def refine(self, requests: Sequence[RefineRequest]) -> list[RefineResult]:
         """All requests in flight at once (at most `concurrency` open); results in input order."""
         counts: Counter = Counter()
-        results = run_coroutine(self._refine_all(list(requests), counts)) if requests else []
+        bodies = [{"model": self.model, "messages": refine_messages(r), "temperature": self.temperature,
+                   "max_tokens": self.max_tokens, **self.extra_body} for r in requests]
+        results = []
+        for got in self.endpoint.post_all(bodies, lambda i, reply: parse_chat_reply(reply), counts):
+            if isinstance(got, CallError):
+                counts[f"error/{got.kind}"] += 1
+                results.append(RefineResult(None, error=got.kind))
+            else:
+                counts["ok"] += 1
+                results.append(RefineResult(got))
         self.last_stats = counts
         self.stats.update(counts)
         return results
-
-    def _headers(self) -> dict:
-        key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
-        return {"Authorization": f"Bearer {key}"} if key else {}
-
-    async def _refine_all(self, requests: list[RefineRequest], counts: Counter) -> list[RefineResult]:
-        import httpx
-
-        limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
-        gate = asyncio.Semaphore(self.concurrency)
-        async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits) as client:
-            return list(await asyncio.gather(*(self._refine_one(client, gate, r, counts) for r in requests)))
-
-    async def _refine_one(self, client, gate: asyncio.Semaphore, request: RefineRequest, counts: Counter):
-        body = {
-            "model": self.model,
-            "messages": refine_messages(request),
-            "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
-            **self.extra_body,
-        }
-        headers = self._headers()
-
-        async def call():
-            async with gate:  # the semaphore bounds open calls; backoff sleeps do not hold a slot
-                counts["calls"] += 1
-                return await post_json(client, self.url, body, headers)
-
-        try:
-            reply = await with_retries(call, retries=self.retries, backoff_s=self.backoff_s, counts=counts)
-            suffix = parse_chat_reply(reply)
-        except CallError as err:
-            counts[f"error/{err.kind}"] += 1
-            return RefineResult(None, error=err.kind)
-        counts["ok"] += 1
-        return RefineResult(suffix)
 
 
 def parse_chat_reply(reply: Any) -> str:

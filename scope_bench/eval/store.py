@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from scope_bench.eval.backends import UNFINISHED
+from scope_bench.io import drop_torn_end, iter_jsonl
 
 Key = tuple[str, str, str]  # (checkpoint, task, problem_id)
 
@@ -29,20 +30,17 @@ class ResultStore:
             self._load()
 
     def _load(self) -> None:
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):  # a write cut short by a kill: drop the partial line
-            data = data[: data.rfind(b"\n") + 1]
-            with self.path.open("r+b") as f:
-                f.truncate(len(data))
-        for n, line in enumerate(data.decode().splitlines(), 1):
-            if not line.strip():
-                continue
+        drop_torn_end(self.path)  # every record ends with "\n": a line without one is a write cut short
+        try:
+            lines = list(iter_jsonl(self.path))
+        except ValueError as err:  # not JSON: the reader names the file and line
+            raise ValueError(f"{err}; fix it or rerun with --force") from None
+        for n, rec in lines:
             try:
-                rec = json.loads(line)
                 key = (rec["checkpoint"], rec["task"], str(rec["problem_id"]))
                 self.records.setdefault(key, {})[int(rec["sample"])] = rec
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
-                raise ValueError(f"{self.path}:{n}: not a results line ({err}); fix it or rerun with --force")
+            except (KeyError, TypeError, ValueError) as err:
+                raise ValueError(f"{self.path}:{n}: not a results line ({err}); fix it or rerun with --force") from None
 
     def samples(self, checkpoint: str, task: str, problem_id: str) -> dict[int, dict[str, Any]]:
         return self.records.get((checkpoint, task, str(problem_id)), {})

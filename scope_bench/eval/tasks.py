@@ -1,8 +1,17 @@
 """Benchmark definitions: one YAML per task in `tasks/`, groups and prompt templates beside them.
 
 A task says where its rows come from (a Hub id, a local file under `--data-dir`), which row fields
-hold the problem, answer and options, how to prompt, how to grade and how to sample. Adding a
-benchmark is adding a YAML; nothing here names a benchmark.
+hold the problem, answer and options, how to prompt, how to grade and how to sample, and how reports
+name it (`title`, its column header). Adding a benchmark is adding a YAML; nothing here (nor in the
+reports) names a benchmark.
+
+`metric` is `avg` (mean accuracy over the `sampling.n` samples of a problem, reported as Avg@n) or
+`pass@K`. The older spelling `avg@K` is accepted when K equals `sampling.n` (K is never used: the
+samples drawn decide it), so a YAML cannot say one number and sample another.
+
+Groups (`_groups.yaml`) are lists of task names, or mappings `{tasks: [...], title: ..., short: ...}`
+where `title` is the header over the group's columns in reports and `short` names its average column
+(`avg-<short>`) and figure; `load_groups` gives every group as its list of tasks either way.
 """
 
 from __future__ import annotations
@@ -46,13 +55,31 @@ class Task:
     fields: dict[str, Any]
     answer_kind: str  # "math" or "choice"
     prompt: Prompt
-    metric: str  # "avg@K" or "pass@1"
+    metric: str  # "avg@K" (K = sampling.n) or "pass@K"
     sampling: Sampling
     hub: dict[str, Any] | None = None
     local: dict[str, Any] | None = None
     letters: str = "ABCD"
     shuffle_seed: int | None = None
     source_file: str = ""
+    title: str = ""  # short column header in reports (default: the name)
+
+    @property
+    def header(self) -> str:
+        """The task's column header in reports: its `title`, else its name."""
+        return self.title or self.name
+
+    @property
+    def metric_kind(self) -> str:
+        """The metric's kind: avg or pass."""
+        return self.metric.partition("@")[0]
+
+    @property
+    def metric_label(self) -> str:
+        """The metric as reports print it: "Avg@32" (from `sampling.n`) or "pass@1"."""
+        if self.metric_kind == "avg":
+            return f"Avg@{self.sampling.n}"
+        return self.metric
 
     def fields_for(self, source: dict[str, Any] | None) -> dict[str, Any]:
         """Field mapping of a source: its own `fields`, else the task's."""
@@ -67,9 +94,45 @@ def available_tasks(tasks_dir: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in _tasks_dir(tasks_dir).glob("*.yaml") if not p.name.startswith("_"))
 
 
-def load_groups(tasks_dir: str | Path | None = None) -> dict[str, list[str]]:
+@dataclasses.dataclass(frozen=True)
+class Group:
+    """One group of `_groups.yaml`: its tasks, and how reports head its columns (`title`, `short`)."""
+
+    name: str
+    tasks: tuple[str, ...]
+    title: str | None = None
+    short: str | None = None
+
+    @property
+    def average_column(self) -> str:
+        """Key of the group's average column in report tables: `avg-<short>` (else `avg-<name>`)."""
+        return f"avg-{self.short or self.name}"
+
+
+def load_group_specs(tasks_dir: str | Path | None = None) -> dict[str, Group]:
+    """Every group of `_groups.yaml`, in file order, with its report fields."""
     path = _tasks_dir(tasks_dir) / GROUPS_FILE
-    return yaml.safe_load(path.read_text()) if path.exists() else {}
+    raw = (yaml.safe_load(path.read_text()) if path.exists() else None) or {}
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected a mapping of group name -> task list")  # noqa: TRY004
+    groups = {}
+    for name, spec in raw.items():
+        if isinstance(spec, dict):
+            unknown = sorted(set(spec) - {"tasks", "title", "short"})
+            if unknown or not isinstance(spec.get("tasks"), list):
+                raise ValueError(f"{path}: group '{name}' must be a list of tasks or a mapping with 'tasks' "
+                                 f"and optional 'title', 'short' (unknown keys: {unknown})")
+            groups[name] = Group(name, tuple(map(str, spec["tasks"])), spec.get("title"), spec.get("short"))
+        elif isinstance(spec, list):
+            groups[name] = Group(name, tuple(map(str, spec)))
+        else:
+            raise ValueError(f"{path}: group '{name}' must be a list of task names, got {spec!r}")  # noqa: TRY004
+    return groups
+
+
+def load_groups(tasks_dir: str | Path | None = None) -> dict[str, list[str]]:
+    """`{group: [task, ...]}` of `_groups.yaml`."""
+    return {name: list(g.tasks) for name, g in load_group_specs(tasks_dir).items()}
 
 
 def _load_prompts(tasks_dir: Path) -> dict[str, Any]:
@@ -83,10 +146,16 @@ def _require(raw: dict, key: str, path: Path) -> Any:
     return raw[key]
 
 
-def _parse_metric(metric: str, path: Path) -> str:
-    kind, _, k = str(metric).partition("@")
+def _parse_metric(metric: str, n: int, path: Path) -> str:
+    """The task's metric as stored and reported: `avg` -> `avg@n`; `avg@K` must have K == n."""
+    kind, at, k = str(metric).partition("@")
+    if kind == "avg" and not at:
+        return f"avg@{n}"
     if kind not in METRICS or not k.isdigit() or int(k) < 1:
-        raise ValueError(f"{path}: metric '{metric}' is not avg@K or pass@K")
+        raise ValueError(f"{path}: metric '{metric}' is not avg, avg@K or pass@K")
+    if kind == "avg" and int(k) != n:
+        raise ValueError(f"{path}: metric '{metric}' disagrees with sampling.n = {n} (write `metric: avg`: "
+                         "Avg@n takes n from sampling)")
     return str(metric)
 
 
@@ -127,13 +196,14 @@ def load_task(name_or_path: str | Path, tasks_dir: str | Path | None = None) -> 
         fields=dict(fields),
         answer_kind=kind,
         prompt=Prompt(user=prompt["user"], system=prompt.get("system"), raw=prompt.get("raw")),
-        metric=_parse_metric(_require(raw, "metric", path), path),
+        metric=_parse_metric(_require(raw, "metric", path), sampling.n, path),
         sampling=sampling,
         hub=raw.get("hub"),
         local=raw.get("local"),
         letters=str(answer.get("letters", "ABCD")),
         shuffle_seed=answer.get("shuffle_seed"),
         source_file=str(path),
+        title=str(raw.get("title") or ""),
     )
 
 
@@ -152,6 +222,9 @@ def resolve_task_names(spec: str | list[str], tasks_dir: str | Path | None = Non
 
 
 def with_sampling(task: Task, **overrides: Any) -> Task:
-    """A copy of `task` with some sampling settings replaced (None values are ignored)."""
+    """A copy of `task` with some sampling settings replaced (None values are ignored); an `avg`
+    metric follows the new `n`."""
     changes = {k: v for k, v in overrides.items() if v is not None}
-    return dataclasses.replace(task, sampling=dataclasses.replace(task.sampling, **changes))
+    sampling = dataclasses.replace(task.sampling, **changes)
+    metric = f"avg@{sampling.n}" if task.metric_kind == "avg" else task.metric
+    return dataclasses.replace(task, sampling=sampling, metric=metric)

@@ -22,6 +22,8 @@ def register(subparsers) -> None:
                    help="backbone of Tables 1, 3, 4 (default: the one most runs name in their summary)")
     p.add_argument("--no-reference", action="store_true", help="leave out the paper's published numbers")
     p.add_argument("--no-plots", action="store_true")
+    p.add_argument("--tasks-dir", default=None,
+                   help="folder of task YAMLs naming the benchmarks, groups and headers (default: the project's tasks/)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
 
@@ -44,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
     written = write_report(
         args.run_dirs, out, [args.format], labels=parse_labels(args.label), reference=not args.no_reference,
         plots=not args.no_plots, diversity_task=args.diversity_task, backbone=args.backbone, progress=True,
+        tasks_dir=args.tasks_dir,
     )
     for kind, paths in written.items():
         if paths:

@@ -36,21 +36,21 @@ def diversity_tasks(spec) -> list[str]:
 
 
 def build_tables(evals, trains, *, reference: bool = True, diversity_task="aime24",
-                 backbone: str | None = None, progress: bool = False):
+                 backbone: str | None = None, progress: bool = False, tasks_dir: str | Path | None = None):
     """The report's tables (in order), the per-prompt diversity behind Table 4 as
     ``{task: {label: {prompt: metrics}}}``, and the main backbone. Tables 1-3 appear when a run measured
-    one of the paper's benchmarks or the paper's numbers are shown; tasks outside them (the demo's
-    synthetic task) get their own "Other tasks" table."""
+    one of the paper's benchmarks (Table 1's groups in `tasks_dir`, default `tasks/`) or the paper's
+    numbers are shown; tasks outside them (the demo's synthetic task) get their own "Other tasks" table."""
     main = backbone if backbone is not None else T.main_backbone(evals)
     out = []
-    paper_tasks = {*T.ID_TASKS, *T.OOD_TASKS}
+    paper_tasks = set(T.benchmarks(tasks_dir).tasks)
     if reference or any(paper_tasks & set(r.summary["tasks"]) for r in evals):
-        out.append(T.table1(evals, reference, main))
+        out.append(T.table1(evals, reference, main, tasks_dir=tasks_dir))
         if reference or any(r.backbone != main for r in evals):
-            out.append(T.table2(evals, reference, main))
-        out.append(T.table3(evals, reference, main))
-    if T.other_tasks([r for r in evals if r.backbone == main]):  # e.g. the demo's synthetic task
-        out.append(T.other_tasks_table(evals, main))
+            out.append(T.table2(evals, reference, main, tasks_dir=tasks_dir))
+        out.append(T.table3(evals, reference, main, tasks_dir=tasks_dir))
+    if T.other_tasks([r for r in evals if r.backbone == main], tasks_dir):  # e.g. the demo's synthetic task
+        out.append(T.other_tasks_table(evals, main, tasks_dir=tasks_dir))
     per_prompt = {}
     for task in diversity_tasks(diversity_task):
         rows, per_prompt[task] = T.diversity_rows([r for r in evals if r.backbone == main], task, progress)
@@ -65,12 +65,13 @@ def build_tables(evals, trains, *, reference: bool = True, diversity_task="aime2
 def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path, formats: Iterable[str] = ("md",), *,
                  labels: dict | None = None, reference: bool = True, plots: bool = True,
                  diversity_task: str = "aime24", backbone: str | None = None,
-                 progress: bool = False) -> dict[str, list[Path]]:
+                 progress: bool = False, tasks_dir: str | Path | None = None) -> dict[str, list[Path]]:
     """Write the report of ``run_dirs`` (eval and/or training run dirs, or folders holding them).
 
     ``formats``: any of "md", "latex" ("both" = both). ``labels`` maps a run dir to its row name.
     ``reference`` adds the paper's published numbers as separate, marked blocks. Returns the written
-    paths by kind ("md", "latex", "figures", "diversity")."""
+    paths by kind ("md", "latex", "figures", "diversity"). Benchmarks, their groups and headers come
+    from ``tasks_dir`` (default: the project's ``tasks/``)."""
     formats = set(FORMATS if "both" in formats else formats)
     if unknown := formats - set(FORMATS):
         raise ValueError(f"unknown report format(s) {sorted(unknown)}; use md, latex or both")
@@ -78,7 +79,7 @@ def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path, formats: I
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     tables, per_prompt, main = build_tables(evals, trains, reference=reference, diversity_task=diversity_task,
-                                            backbone=backbone, progress=progress)
+                                            backbone=backbone, progress=progress, tasks_dir=tasks_dir)
     written: dict[str, list[Path]] = {"md": [], "latex": [], "figures": [], "diversity": []}
 
     for task, by_label in per_prompt.items():
@@ -89,7 +90,7 @@ def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path, formats: I
                                     for pid, m in metrics.items()))
             written["diversity"].append(path)
 
-    figures = _plots(evals, trains, tables, main, out / "figures") if plots else []
+    figures = _plots(evals, trains, tables, main, out / "figures", tasks_dir) if plots else []
     written["figures"] = figures
 
     (out / "tables").mkdir(exist_ok=True)
@@ -145,23 +146,25 @@ def _latex(tables, reference: bool) -> str:
     ])
 
 
-def _plots(evals, trains, tables, main, fig_dir: Path) -> list[Path]:
+def _plots(evals, trains, tables, main, fig_dir: Path, tasks_dir=None) -> list[Path]:
     from scope_bench.reports import plots as P
 
     paths: list[Path] = []
     runs = [r for r in evals if r.backbone == main]
     if runs:
-        rows = T.score_rows(runs, [*T.ID_TASKS, *T.OOD_TASKS])
-        for name, tasks in (("bars_id", T.ID_TASKS), ("bars_ood", T.OOD_TASKS)):
+        bench = T.benchmarks(tasks_dir)
+        rows = T.score_rows(runs, list(bench.tasks), tasks_dir)
+        for group in bench.groups:  # one figure per Table 1 group: bars_id, bars_ood
+            tasks = group.tasks
             scores = {r.name: {t: r.cells.get(t) for t in tasks} for r in rows
                       if any(r.cells.get(t) is not None for t in tasks)}  # methods not run here: no bar
             if scores:
-                title = "In-distribution" if name == "bars_id" else "Out-of-distribution"
-                paths += P.plot_benchmark_bars(scores, list(tasks), T.HEADERS, fig_dir / name, title)
+                paths += P.plot_benchmark_bars(scores, list(tasks), bench.headers,
+                                               fig_dir / f"bars_{group.short or group.name}", group.title or group.name)
     for other in (t for t in tables if t.key == "other"):
         scores = {r.name: r.cells for _, rows in other.blocks[0].sections for r in rows}
         if scores:
-            paths += P.plot_benchmark_bars(scores, other.columns, T.HEADERS, fig_dir / "bars_other", "Other tasks")
+            paths += P.plot_benchmark_bars(scores, other.columns, other.headers, fig_dir / "bars_other", "Other tasks")
     if trains:
         groups = group_by_label(trains)
         paths += P.plot_dynamics(groups, fig_dir / "training_dynamics")

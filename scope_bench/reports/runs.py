@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scope_bench.analysis.dynamics import TrainingRun, load_training_run
+from scope_bench.io import iter_jsonl
 
 # label prefix -> canonical method key (first match wins, so longer prefixes come first)
 _METHOD_PREFIXES = (
@@ -56,19 +57,16 @@ class EvalRun:
     def responses(self, task: str) -> dict[str, list[str]]:
         """``{problem_id: [response, ...]}`` of one task from results.jsonl, in sample order.
 
-        Only rows of the summary's checkpoint count when the file holds several checkpoints."""
+        Only rows of the summary's checkpoint count when the file holds several checkpoints. Every
+        line must be JSON, the last one too: a finished run's file is complete."""
         path = self.path / "results.jsonl"
         if not path.exists():
             return {}
         checkpoint = self.summary.get("checkpoint")
         rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{n}: not valid JSON ({err.msg})") from None
+        for n, row in iter_jsonl(path):
+            if not isinstance(row, dict):
+                raise ValueError(f"{path}:{n}: each line must be a JSON object")  # noqa: TRY004 (bad file content)
             if row.get("task") == task:
                 for key in ("problem_id", "sample", "response"):
                     if key not in row:

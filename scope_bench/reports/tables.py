@@ -5,6 +5,12 @@ the best value of each column is bold within its block (ties all bold, compared 
 a number, a ``(p50, p10, p90)`` triple (Table 4 diversity), or None (shown as missing). Averages of
 measured rows are the unweighted mean of the group's tasks and are missing unless every task of the
 group was run, so a partial average never looks comparable with the paper's.
+
+The benchmarks come from `tasks/` (`scope_bench.eval.tasks`): Table 1's column groups are the groups
+`TABLE1_GROUPS` of `tasks/_groups.yaml` (their tasks in that order, then their average `avg-<short>`,
+under the group's `title`), Tables 2-3 show the first of them; a column's header is its task's `title`
+and the metric note prints each task's metric label (Avg@n from its `sampling.n`). Nothing here names
+a benchmark: adding one to a group in `tasks/` adds its column.
 """
 
 from __future__ import annotations
@@ -12,18 +18,16 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 
 from scope_bench.analysis.diversity import diversity_by_prompt, summarize_diversity
+from scope_bench.eval.tasks import Group, load_group_specs, load_task
 from scope_bench.reports.reference import REFERENCE_SUFFIX, reference_sections
 from scope_bench.reports.runs import EvalRun
 
-ID_TASKS = ("aime24", "aime25", "amc", "math500", "minerva", "olympiad")
-OOD_TASKS = ("arc_c", "gpqa_diamond", "mmlu_pro")
-HEADERS = {
-    "aime24": "AIME24", "aime25": "AIME25", "amc": "AMC", "math500": "MATH-500", "minerva": "Minerva",
-    "olympiad": "Olympiad", "avg-id": "Avg.", "arc_c": "ARC-c", "gpqa_diamond": "GPQA*",
-    "mmlu_pro": "MMLU-Pro", "avg-ood": "Avg.", "pass@1": "pass@1", "pass@10": "pass@10",
-}
+TABLE1_GROUPS = ("math-id", "ood")  # groups of tasks/_groups.yaml: in-distribution, out-of-distribution
+AVERAGE_HEADER = "Avg."
 ABLATION_METHODS = ("grpo", "replace", "prm_reward", "scope")
 PAPER_DIVERSITY_TASK = "aime24"
 TABLE4_COLUMNS = ("distinct-1", "distinct-4", "1-self-bleu", "1-self-rouge", "div-score", "pass@1", "pass@10")
@@ -37,6 +41,71 @@ OTHER_NOTE = ("Tasks outside the paper's benchmarks. First column of a task: its
               "samples drawn per problem.")
 TRAINING_NOTE = ("val_accuracy and near_miss@1 are fractions (0-1); bold: highest reward and validation "
                  "accuracy, lowest near-miss@1.")
+
+
+@dataclass(frozen=True)
+class Benchmarks:
+    """The paper's benchmark columns as `tasks/` defines them: Table 1's column groups (in order),
+    each column's header and each task's metric label."""
+
+    groups: tuple[Group, ...]
+    headers: dict[str, str]
+    metric_labels: dict[str, str]
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        """Every task of Table 1, in column order."""
+        return tuple(t for g in self.groups for t in g.tasks)
+
+    def columns(self, groups: tuple[Group, ...] | None = None) -> list[str]:
+        """Columns of `groups` (default all): each group's tasks, then its average."""
+        return [c for g in (self.groups if groups is None else groups) for c in (*g.tasks, g.average_column)]
+
+    def metric_note(self, tasks) -> str:
+        """E.g. "AIME24, AIME25, AMC: Avg@32; others: pass@1": tasks by metric label, the most common
+        label (first seen on ties) last as "others"."""
+        by_label: dict[str, list[str]] = {}
+        for t in tasks:
+            by_label.setdefault(self.metric_labels[t], []).append(t)
+        if len(by_label) == 1:
+            return f"All tasks: {next(iter(by_label))}"
+        common = max(by_label, key=lambda label: len(by_label[label]))
+        parts = [f"{', '.join(self.headers[t] for t in ts)}: {label}" for label, ts in by_label.items()
+                 if label != common]
+        return "; ".join([*parts, f"others: {common}"])
+
+
+def benchmarks(tasks_dir: str | Path | None = None) -> Benchmarks:
+    """Table 1's benchmarks read from `tasks_dir` (default: the project's `tasks/`)."""
+    return _benchmarks(None if tasks_dir is None else str(Path(tasks_dir).resolve()))
+
+
+@lru_cache(maxsize=8)
+def _benchmarks(tasks_dir: str | None) -> Benchmarks:
+    specs = load_group_specs(tasks_dir)
+    missing = [g for g in TABLE1_GROUPS if g not in specs]
+    if missing:
+        raise ValueError(f"tasks/_groups.yaml ({tasks_dir or 'default'}) has no group(s) {missing}: "
+                         f"reports lay out Table 1 as groups {list(TABLE1_GROUPS)}")
+    groups = tuple(specs[g] for g in TABLE1_GROUPS)
+    headers, labels = {}, {}
+    for group in groups:
+        for name in group.tasks:
+            task = load_task(name, tasks_dir)
+            headers[name], labels[name] = task.header, task.metric_label
+        headers[group.average_column] = AVERAGE_HEADER
+    return Benchmarks(groups, headers, labels)
+
+
+def __getattr__(name: str):
+    """`ID_TASKS`, `OOD_TASKS`, `HEADERS`: the default `tasks/`'s (read when first asked for)."""
+    if name == "ID_TASKS":
+        return benchmarks().groups[0].tasks
+    if name == "OOD_TASKS":
+        return benchmarks().groups[1].tasks
+    if name == "HEADERS":
+        return dict(benchmarks().headers)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -73,6 +142,10 @@ class Table:
     task: str | None = None  # the task of a Table 4
     bold: tuple | None = None  # columns where a best value is bolded (None: all)
     lower_better: tuple = ()
+    headers: dict = field(default_factory=dict)  # column -> printed header (default: the column)
+
+    def header(self, column: str) -> str:
+        return self.headers.get(column, column)
 
     def fmt(self, column: str, value) -> str | None:
         """The printed text of a cell (None when missing); bold comparisons use this text."""
@@ -112,7 +185,7 @@ def _mean(values):
 
 def _group_avg(cells: dict, tasks) -> float | None:
     vals = [cells.get(t) for t in tasks]
-    return None if any(v is None for v in vals) else sum(vals) / len(vals)
+    return None if not vals or any(v is None for v in vals) else sum(vals) / len(vals)
 
 
 def _by_label(runs: list[EvalRun]) -> dict[str, list[EvalRun]]:
@@ -122,13 +195,15 @@ def _by_label(runs: list[EvalRun]) -> dict[str, list[EvalRun]]:
     return out
 
 
-def score_rows(runs: list[EvalRun], tasks) -> list[Row]:
-    """One row per label: task scores (mean over that label's runs), group averages."""
+def score_rows(runs: list[EvalRun], tasks, tasks_dir: str | Path | None = None) -> list[Row]:
+    """One row per label, with cells of the columns `tasks`: task scores (mean over that label's runs),
+    group averages."""
+    bench = benchmarks(tasks_dir)
     rows = []
     for label, group in _by_label(runs).items():
-        cells = {t: _mean([r.score(t) for r in group]) for t in (*ID_TASKS, *OOD_TASKS)}
-        cells["avg-id"] = _group_avg(cells, ID_TASKS)
-        cells["avg-ood"] = _group_avg(cells, OOD_TASKS)
+        cells = {t: _mean([r.score(t) for r in group]) for t in bench.tasks}
+        for g in bench.groups:
+            cells[g.average_column] = _group_avg(cells, g.tasks)
         name = label if len(group) == 1 else f"{label} (mean of {len(group)} runs)"
         rows.append(Row(name, {c: cells.get(c) for c in tasks}))
     return rows
@@ -167,54 +242,63 @@ def protocol_note(runs: list[EvalRun], tasks) -> list[str]:
     return [f"Warning: mixed sampling protocols, rows drawn differently are not comparable: {runs_by}."]
 
 
-def table1(runs: list[EvalRun], reference: bool = True, backbone: str | None = None) -> Table:
-    columns = [*ID_TASKS, "avg-id", *OOD_TASKS, "avg-ood"]
-    rows = score_rows([r for r in runs if r.backbone == backbone], columns)
+def table1(runs: list[EvalRun], reference: bool = True, backbone: str | None = None, *,
+           tasks_dir: str | Path | None = None) -> Table:
+    bench = benchmarks(tasks_dir)
+    columns = bench.columns()
+    rows = score_rows([r for r in runs if r.backbone == backbone], columns, tasks_dir)
     blocks = [Block("Measured" + (f" ({backbone})" if backbone else ""), [(None, rows)])]
     if reference:
         blocks += _reference_block("table1", "Published (paper, Qwen2.5-Math-7B, not measured)")
     return Table("table1", "Table 1. In-distribution (math) and out-of-distribution accuracy (%)",
-                 columns, blocks, groups=[("In-distribution", 7), ("Out-of-distribution", 4)],
-                 notes=["AIME24, AIME25, AMC: Avg@32; others: pass@1 (as each run's summary reports).",
-                        MISSING_NOTE, *protocol_note([r for r in runs if r.backbone == backbone], columns)])
+                 columns, blocks, groups=[(g.title or g.name, len(g.tasks) + 1) for g in bench.groups],
+                 notes=[f"{bench.metric_note(bench.tasks)} (as each run's summary reports).",
+                        MISSING_NOTE, *protocol_note([r for r in runs if r.backbone == backbone], columns)],
+                 headers=dict(bench.headers))
 
 
-def table2(runs: list[EvalRun], reference: bool = True, main: str | None = None) -> Table:
-    columns = [*ID_TASKS, "avg-id"]
+def table2(runs: list[EvalRun], reference: bool = True, main: str | None = None, *,
+           tasks_dir: str | Path | None = None) -> Table:
+    bench = benchmarks(tasks_dir)
+    columns = bench.columns(bench.groups[:1])
     blocks = []
     for bb in dict.fromkeys(r.backbone for r in runs if r.backbone != main):
-        rows = score_rows([r for r in runs if r.backbone == bb], columns)
+        rows = score_rows([r for r in runs if r.backbone == bb], columns, tasks_dir)
         blocks.append(Block(f"Measured: {bb}", [(None, rows)]))
     if reference:
         blocks += _reference_block("table2")
     return Table("table2", "Table 2. More backbones: in-distribution accuracy (%)", columns, blocks,
                  notes=["Runs whose summary names a backbone other than the main one.", MISSING_NOTE,
-                        *protocol_note([r for r in runs if r.backbone != main], columns)])
+                        *protocol_note([r for r in runs if r.backbone != main], columns)],
+                 headers=dict(bench.headers))
 
 
-def table3(runs: list[EvalRun], reference: bool = True, backbone: str | None = None) -> Table:
-    columns = [*ID_TASKS, "avg-id"]
+def table3(runs: list[EvalRun], reference: bool = True, backbone: str | None = None, *,
+           tasks_dir: str | Path | None = None) -> Table:
+    bench = benchmarks(tasks_dir)
+    columns = bench.columns(bench.groups[:1])
     chosen = [r for r in runs if r.backbone == backbone and r.method in ABLATION_METHODS]
-    blocks = [Block("Measured", [(None, score_rows(chosen, columns))])]
+    blocks = [Block("Measured", [(None, score_rows(chosen, columns, tasks_dir))])]
     if reference:
         blocks += _reference_block("table3")
     return Table("table3", "Table 3. Ablation on refinement strategies: in-distribution accuracy (%)",
                  columns, blocks, notes=["Runs of methods " + ", ".join(ABLATION_METHODS) + ".", MISSING_NOTE,
-                                         *protocol_note(chosen, columns)])
+                                         *protocol_note(chosen, columns)], headers=dict(bench.headers))
 
 
-def other_tasks(runs: list[EvalRun]) -> list[str]:
+def other_tasks(runs: list[EvalRun], tasks_dir: str | Path | None = None) -> list[str]:
     """Tasks the runs measured that are not among the paper's columns, in order of first appearance."""
-    paper = {*ID_TASKS, *OOD_TASKS}
+    paper = set(benchmarks(tasks_dir).tasks)
     return list(dict.fromkeys(t for r in runs for t in r.summary["tasks"] if t not in paper))
 
 
-def other_tasks_table(runs: list[EvalRun], backbone: str | None = None) -> Table:
+def other_tasks_table(runs: list[EvalRun], backbone: str | None = None, *,
+                      tasks_dir: str | Path | None = None) -> Table:
     """Measured scores on tasks outside Table 1 (e.g. the synthetic task of `scope-bench demo`): per
     task, its own metric as the summaries report it, and pass@k at the largest k that every run drew."""
     runs = [r for r in runs if r.backbone == backbone]
     specs = []  # (column, task, k): k None = the task's own score
-    for task in other_tasks(runs):
+    for task in other_tasks(runs, tasks_dir):
         entries = [r.summary["tasks"][task] for r in runs if task in r.summary["tasks"]]
         metrics = {e.get("metric") for e in entries}
         specs.append((f"{task} {metrics.pop()}" if len(metrics) == 1 and None not in metrics else task, task, None))
@@ -229,7 +313,7 @@ def other_tasks_table(runs: list[EvalRun], backbone: str | None = None) -> Table
             rows.append(Row(label if len(group) == 1 else f"{label} (mean of {len(group)} runs)", cells))
     return Table("other", "Other tasks: measured accuracy (%)", [c for c, _, _ in specs],
                  [Block("Measured" + (f" ({backbone})" if backbone else ""), [(None, rows)])],
-                 notes=[OTHER_NOTE, MISSING_NOTE, *protocol_note(runs, other_tasks(runs))])
+                 notes=[OTHER_NOTE, MISSING_NOTE, *protocol_note(runs, other_tasks(runs, tasks_dir))])
 
 
 def diversity_rows(runs: list[EvalRun], task: str, progress: bool = False) -> tuple[list[Row], dict]:
@@ -288,10 +372,6 @@ def training_table(train_groups: dict) -> Table:
 # --- rendering --------------------------------------------------------------------------------
 
 
-def _header(col: str) -> str:
-    return HEADERS.get(col, col)
-
-
 def to_markdown(table: Table) -> str:
     """GitHub-flavoured Markdown: a bold title, a pipe table, notes; block titles as bold rows."""
     cols = table.columns
@@ -299,10 +379,10 @@ def to_markdown(table: Table) -> str:
     if table.groups:
         spans, start = [], 0
         for name, n in table.groups:
-            spans.append(f"{name}: {', '.join(_header(c) for c in cols[start:start + n])}")
+            spans.append(f"{name}: {', '.join(table.header(c) for c in cols[start:start + n])}")
             start += n
         parts.append(_md_escape("; ".join(spans)))
-    lines = ["| Method | " + " | ".join(_md_escape(_header(c)) for c in cols) + " |",
+    lines = ["| Method | " + " | ".join(_md_escape(table.header(c)) for c in cols) + " |",
              "|:---|" + "---:|" * len(cols)]
     empty = " |" * len(cols)
     for block in table.blocks:
@@ -365,7 +445,7 @@ def to_latex(table: Table) -> str:
             rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
             start += width
         out += [" & " + " & ".join(spans) + r" \\", " ".join(rules)]
-    out.append("Method & " + " & ".join(latex_escape(_header(c)).replace("*", "$^*$") for c in cols) + r" \\")
+    out.append("Method & " + " & ".join(latex_escape(table.header(c)).replace("*", "$^*$") for c in cols) + r" \\")
     for block in table.blocks:
         best = table.best(block)
         out += [r"\midrule", rf"\multicolumn{{{n}}}{{l}}{{\textit{{{latex_escape(block.title)}}}}} \\"]

@@ -33,11 +33,12 @@ VOCAB_SIZE = 512
 
 
 def _corpus(n: int, seed: int) -> list[str]:
-    from scope_bench.engines.local.prompt import INSTRUCTION, SYSTEM_PROMPT
+    from scope_bench.engines.prompt import chat_messages
 
     texts = []
     for p in generate_problems(n, seed):
-        texts.append(f"system\n{SYSTEM_PROMPT}\nuser\n{p.question}\n{INSTRUCTION}\nassistant\n{solution(p)}")
+        system, user = (m["content"] for m in chat_messages(p.question))
+        texts.append(f"system\n{system}\nuser\n{user}\nassistant\n{solution(p)}")
     return texts
 
 
@@ -107,7 +108,7 @@ def sft_warm_start(model_dir, out_dir, *, steps: int, seed: int = 0, batch_size:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scope_bench.engines.local.prompt import prompt_text
+    from scope_bench.engines.prompt import prompt_text
 
     if threads:
         torch.set_num_threads(threads)

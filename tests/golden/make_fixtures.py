@@ -1,4 +1,5 @@
-"""Writes the canned runs under tests/golden/runs/ that the report tests read (run once; committed).
+"""Writes the canned runs under tests/golden/runs/ that the report tests read (committed; tests never write
+them: `make golden GOLDEN_ARGS=--fixtures` remakes them, then tests/golden/report.md).
 
 Eval runs follow CONTRACTS' summary.json and results.jsonl exactly; training runs its metrics.jsonl.
 Scores are invented; response texts are small made-up solutions so Table 4 has real text to measure.

@@ -1,6 +1,7 @@
 """The local (single-process PyTorch) trainer: `load_train_config(method, overrides)` then `train(cfg)`."""
 
-from scope_bench.engines.local.config import available_methods, load_train_config
+from scope_bench.engines.local.config import load_train_config
+from scope_bench.engines.methods import available_methods
 
 
 def train(cfg, **kwargs):

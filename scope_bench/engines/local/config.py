@@ -9,27 +9,20 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from scope_bench.engines.stage import PRM_REWARD_FORMS, STAGES
+from scope_bench.engines.methods import check_method_blocks, method_files, method_path, needs_prm, needs_refiner
+from scope_bench.engines.stage import check_stage
 from scope_bench.paths import TRAINERS_DIR
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-def available_methods(trainers_dir: str | Path = TRAINERS_DIR) -> list[str]:
-    return sorted(p.stem for p in Path(trainers_dir).glob("*.yaml") if p.stem != "base")
 
 
 def load_train_config(method: str, overrides: Sequence[str] | dict | None = None, *,
                       trainers_dir: str | Path = TRAINERS_DIR) -> DictConfig:
     """The resolved, validated config of `method`. `overrides` are "key=value" strings (dotted keys,
     YAML values, as Hydra writes them) or a nested/dotted dict."""
-    trainers_dir = Path(trainers_dir)
-    methods = available_methods(trainers_dir)
-    if method not in methods:
-        raise ValueError(f"unknown method {method!r}; choose from {', '.join(methods)} (files in {trainers_dir})")
-    base = _load_yaml(trainers_dir / "base.yaml")
+    base, method_file = method_files(method, trainers_dir)
     OmegaConf.set_struct(base, True)  # merging a key that base does not define raises
-    cfg = _merge(base, _load_yaml(trainers_dir / f"{method}.yaml"), f"{trainers_dir / method}.yaml")
+    cfg = _merge(base, method_file, str(method_path(method, trainers_dir)))
     cfg = _merge(cfg, _overrides(overrides), "overrides")
     try:
         OmegaConf.resolve(cfg)
@@ -38,15 +31,6 @@ def load_train_config(method: str, overrides: Sequence[str] | dict | None = None
     _check_types(base, cfg)
     validate(cfg)
     return cfg
-
-
-def _load_yaml(path: Path) -> DictConfig:
-    if not path.exists():
-        raise FileNotFoundError(f"trainer config {path} not found")
-    try:
-        return OmegaConf.load(path)
-    except Exception as err:  # noqa: BLE001 - yaml errors come in several types
-        raise ValueError(f"cannot parse {path}: {err}") from None
 
 
 def _overrides(overrides) -> DictConfig:
@@ -100,13 +84,11 @@ def _check_types(base: DictConfig, cfg: DictConfig, prefix: str = "") -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Value checks that name the offending key."""
-    from scope_bench.core.config import LossConfig, ScopeConfig, from_dict
-
     def need(cond, key, msg):
         if not cond:
             raise ValueError(f"{key} {msg}, got {OmegaConf.select(cfg, key)!r}")
 
-    need(cfg.stage in STAGES, "stage", f"must be one of {', '.join(STAGES)}")
+    check_stage(cfg, "local")
     need(cfg.device == "auto" or cfg.device == "cpu" or str(cfg.device).startswith("cuda"), "device",
          "must be auto, cpu, cuda or cuda:N")
     need(cfg.threads >= 0, "threads", "must be >= 0")
@@ -123,16 +105,13 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.train.ppo_epochs > 0, "train.ppo_epochs", "must be > 0")
     need(cfg.train.micro_batch_size > 0, "train.micro_batch_size", "must be > 0")
     need(0 <= cfg.train.sft_steps <= cfg.train.steps, "train.sft_steps", "must lie in [0, train.steps]")
-    need(cfg.prm.kind in ("rule", "qwen"), "prm.kind", "must be rule or qwen")
+    need(cfg.prm.kind in ("rule", "qwen", "vllm"), "prm.kind", "must be rule, qwen or vllm")
+    need(cfg.prm.kind != "vllm" or cfg.prm.url, "prm.url", "is required with prm.kind=vllm")
     need(cfg.prm.kind != "qwen" or cfg.prm.path, "prm.path", "is required with prm.kind=qwen")
     need(cfg.refiner.kind in ("programmatic", "openai"), "refiner.kind", "must be programmatic or openai")
     need(cfg.refiner.kind != "openai" or (cfg.refiner.url and cfg.refiner.model), "refiner.url",
          "and refiner.model are required with refiner.kind=openai")
-    need(cfg.prm_reward.aggregate in ("min", "mean"), "prm_reward.aggregate", "must be min or mean")
-    need(cfg.prm_reward.form in PRM_REWARD_FORMS, "prm_reward.form", f"must be one of {', '.join(PRM_REWARD_FORMS)}")
     need(cfg.luffy.source in ("refiner", "data"), "luffy.source", "must be refiner or data")
-    need(not (cfg.stage == "luffy" and cfg.luffy.source == "data" and cfg.data.train == "synthetic"),
-         "luffy.source", "data needs a training file with a teacher column (synthetic rows have none)")
     need(0 <= cfg.prm.fp_rate <= 1 and 0 <= cfg.prm.fn_rate <= 1, "prm.fp_rate", "and prm.fn_rate must lie in [0, 1]")
     need(0 <= cfg.refiner.error_rate <= 1, "refiner.error_rate", "must lie in [0, 1]")
     if cfg.refiner.kind == "programmatic":
@@ -153,19 +132,7 @@ def validate(cfg: DictConfig) -> None:
         from scope_bench.synthetic.task import ALL_DIFFICULTIES
         for d in cfg.data.difficulties:
             need(d in ALL_DIFFICULTIES, "data.difficulties", f"entries must be among {', '.join(ALL_DIFFICULTIES)}")
-    from_dict(LossConfig, OmegaConf.to_container(cfg.loss), "loss")
-    from_dict(ScopeConfig, OmegaConf.to_container(cfg.scope), "scope")
-
-
-def needs_prm(cfg) -> bool:
-    """Whether a run of `cfg` scores steps (the stage, or near-miss metrics)."""
-    return cfg.metrics.near_miss or cfg.stage == "prm_reward" or (
-        cfg.stage == "scope" and cfg.scope.prefix_source == "prm")
-
-
-def needs_refiner(cfg) -> bool:
-    """Whether a run of `cfg` asks a teacher (rectification, luffy without data traces, SFT)."""
-    return cfg.stage == "scope" or (cfg.stage == "luffy" and cfg.luffy.source == "refiner") or cfg.train.sft_steps > 0
+    check_method_blocks(cfg)
 
 
 def to_yaml(cfg: DictConfig) -> str:

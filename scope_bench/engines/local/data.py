@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from scope_bench.engines.fields import ANSWER_FIELDS, QUESTION_FIELDS, answer_value
 from scope_bench.io import read_rows
-
-QUESTION_KEYS = ("question", "problem", "prompt")
-ANSWER_KEYS = ("answer", "ground_truth", "final_answer", "reward_model")  # reward_model: verl parquet
 
 
 def load_rows(source: str, *, split: str, n: int | None, seed: int, cfg_data, keep: tuple[str, ...] = ()) -> list[dict]:
@@ -34,10 +32,8 @@ def load_rows(source: str, *, split: str, n: int | None, seed: int, cfg_data, ke
 def _normalise(row, i: int, source: str, cfg_data) -> dict:
     if not isinstance(row, dict):
         raise ValueError(f"{source}: row {i} is not an object")  # noqa: TRY004 - bad input, not a bug
-    question = _field(row, cfg_data.question_key, QUESTION_KEYS, i, source)
-    answer = _field(row, cfg_data.answer_key, ANSWER_KEYS, i, source)
-    if isinstance(answer, dict) and "ground_truth" in answer:  # verl's reward_model column
-        answer = answer["ground_truth"]
+    question = _field(row, cfg_data.question_key, QUESTION_FIELDS, i, source)
+    answer = answer_value(_field(row, cfg_data.answer_key, ANSWER_FIELDS, i, source))
     if isinstance(question, list):  # verl's chat-format prompt column: take the user turn
         question = next((m.get("content") for m in question if isinstance(m, dict) and m.get("role") == "user"), None)
     if not isinstance(question, str) or not question.strip():

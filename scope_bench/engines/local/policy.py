@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from scope_bench.core.steps import decode_with_offsets
+
 
 @dataclass
 class Sample:
@@ -41,27 +43,6 @@ def load_policy(path, device: torch.device, dtype: str = "float32"):
 def encode_prompts(tokenizer, prompts: list[str], max_tokens: int) -> list[list[int]]:
     """Prompt ids, keeping the last `max_tokens` (the question's end and the generation prompt)."""
     return [ids[-max_tokens:] for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"]]
-
-
-def decode_with_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
-    """Text of `ids` (special tokens dropped) and each token's (start, end) in it. Tokens are decoded
-    one by one; if that does not reproduce the full decode (multi-byte characters split over tokens),
-    offsets come from decoding growing prefixes instead."""
-    text = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    pieces = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True,
-                                    clean_up_tokenization_spaces=False)
-    if "".join(pieces) != text:
-        pieces, prev = [], ""
-        for t in range(len(ids)):
-            cur = tokenizer.decode(ids[: t + 1], skip_special_tokens=True, clean_up_tokenization_spaces=False)
-            pieces.append(cur[len(prev):] if cur.startswith(prev) else "")
-            prev = cur if cur.startswith(prev) else prev
-    offsets, pos = [], 0
-    for piece in pieces:
-        end = min(pos + len(piece), len(text))
-        offsets.append((pos, end))
-        pos = end
-    return text, offsets
 
 
 @torch.no_grad()

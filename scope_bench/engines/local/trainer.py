@@ -29,8 +29,9 @@ from scope_bench.core import (
 from scope_bench.core.advantages import process_advantages
 from scope_bench.core.config import from_dict
 from scope_bench.engines.local import checkpoint as ckpt
-from scope_bench.engines.local.components import build_prm, build_refiner
-from scope_bench.engines.local.config import needs_prm, needs_refiner, to_yaml
+from scope_bench.engines.components import build_prm, build_refiner
+from scope_bench.engines.local.config import to_yaml
+from scope_bench.engines.methods import needs_prm, needs_refiner
 from scope_bench.engines.local.data import batch_indices, load_rows
 from scope_bench.engines.local.policy import (
     encode_prompts,
@@ -40,8 +41,8 @@ from scope_bench.engines.local.policy import (
     resolve_device,
     response_logprobs,
 )
-from scope_bench.engines.local.prompt import prompt_text
-from scope_bench.engines.stage import NEAR_MISS_K, Timer, apply_stage, tokenize_with_eos
+from scope_bench.engines.prompt import prompt_text
+from scope_bench.engines.stage import Timer, apply_stage, blank_metrics, tokenize_with_eos
 from scope_bench.paths import PROJECT_ROOT
 
 # keys that may change when a run is resumed (they do not change what is trained)
@@ -129,8 +130,8 @@ def setup(cfg: DictConfig) -> Run:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
     return Run(cfg, run_dir, device, model, tokenizer, optimizer,
-               build_prm(cfg, str(device)) if needs_prm(cfg) else None,
-               build_refiner(cfg) if needs_refiner(cfg) else None,
+               build_prm(cfg.prm, device=str(device), seed=cfg.seed) if needs_prm(cfg) else None,
+               build_refiner(cfg.refiner, seed=cfg.seed) if needs_refiner(cfg) else None,
                train_rows, val_rows,
                from_dict(ScopeConfig, OmegaConf.to_container(cfg.scope), "scope"),
                from_dict(LossConfig, OmegaConf.to_container(cfg.loss), "loss"))
@@ -163,7 +164,8 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
         cfg.stage, groups, prm=run.prm, refiner=run.refiner, tokenize=lambda text: tokenize_with_eos(tok, text),
         verify=_verify, scope_config=run.scope_cfg, prm_reward=dict(cfg.prm_reward),
         near_miss=cfg.metrics.near_miss, timer=timer,
-        traces=[r.get(cfg.luffy.trace_key) for r in rows] if _trace_columns(cfg) else None)
+        traces=[r.get(cfg.luffy.trace_key) for r in rows] if _trace_columns(cfg) else None,
+        stage_module=cfg.stage_module)
     responses = [r.token_ids for group in groups for r in group]
     offpolicy = [[0] * len(ids) for ids in responses]
     for j, fix in stage.rectifications.items():
@@ -192,11 +194,7 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
     entropy = update_entropy if entropy is None else entropy
 
     return {
-        "step": step, "method": cfg.method, "seed": cfg.seed, "phase": "rl",
-        "reward_mean": sum(rewards) / len(rewards),
-        "accuracy": sum(outcome) / len(outcome),
-        "entropy": entropy,
-        "response_length": sum(len(r.token_ids) for g in groups for r in g) / len(outcome),
+        "step": step, "method": cfg.method, "seed": cfg.seed, "phase": "rl", "entropy": entropy,
         **stage.metrics,
         "loss": loss, "lr": _lr(cfg, step),
         **{f"time/{k}": v for k, v in timer.items()},
@@ -217,12 +215,10 @@ def sft_step(run: Run, step: int, rows: list[dict]) -> dict:
         with timer("update"):
             loss, _ = _update(run, prompt_ids, responses, None, None, None,
                            _chunks(len(responses), cfg.train.micro_batch_size), _lr(cfg, step))
-    metrics = {key: None for key in ("reward_mean", "accuracy", "entropy", "keep_ratio")}
-    metrics.update({f"near_miss@{k}": None for k in NEAR_MISS_K})
     return {
-        "step": step, "method": cfg.method, "seed": cfg.seed, "phase": "sft", **metrics,
+        "step": step, "method": cfg.method, "seed": cfg.seed, "phase": "sft", "entropy": None,
+        **blank_metrics(len(rows)),
         "response_length": sum(map(len, responses)) / len(responses) if responses else None,
-        "groups_total": len(rows), "groups_gated": 0, "groups_rectified": 0, "groups_skipped": 0,
         "refiner_failures": len(rows) - len(keep),
         "loss": loss, "lr": _lr(cfg, step), **{f"time/{k}": v for k, v in timer.items()},
     }

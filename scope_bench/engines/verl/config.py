@@ -16,18 +16,15 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from scope_bench.engines.methods import check_method_blocks, method_files, method_name
+from scope_bench.engines.stage import check_stage
 from scope_bench.paths import TRAINERS_DIR
 
 CONFIG_DIR = Path(__file__).resolve().parent / "config"
 CONFIG_NAME = "scope_trainer"
-METHOD_BLOCKS = ("method", "stage", "seed", "scope", "loss", "prm_reward", "prm", "refiner", "metrics")
-VERL_METHODS = ("grpo", "scope", "replace", "prm-reward")
+METHOD_BLOCKS = ("method", "stage", "stage_module", "seed", "scope", "loss", "prm_reward", "luffy", "prm", "refiner",
+                 "metrics")
 LOSS_MODULE = "scope_bench.engines.verl.loss"
-# keys only the verl engine reads, added to the method blocks (the local trainer ignores them)
-VERL_EXTRAS = {
-    "prm": {"url": None, "concurrency": 64, "timeout_s": 300.0},
-    "refiner": {"concurrency": 32, "retries": 3},
-}
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -42,18 +39,13 @@ def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 def method_blocks(method: str, overrides: Sequence[str] = (), trainers_dir: str | Path = TRAINERS_DIR) -> DictConfig:
-    """The method blocks of `trainers/base.yaml` + `trainers/<method>.yaml` + overrides."""
-    trainers_dir = Path(trainers_dir)
-    if method not in VERL_METHODS:
-        raise ValueError(f"method {method!r} is not available with --backend verl; choose from "
-                         f"{', '.join(VERL_METHODS)} (sft runs with the local trainer or verl's sft_trainer)")
-    blocks = []
-    for path in (trainers_dir / "base.yaml", trainers_dir / f"{method}.yaml"):
-        if not path.exists():
-            raise FileNotFoundError(f"method config {path} not found")
-        loaded = OmegaConf.load(path)  # other blocks (model, data, train, ...) are the local trainer's
-        blocks.append(OmegaConf.masked_copy(loaded, [k for k in METHOD_BLOCKS if k in loaded]))
-    cfg = OmegaConf.merge(OmegaConf.create(VERL_EXTRAS), *blocks)
+    """The method blocks of `trainers/base.yaml` + `trainers/<method>.yaml` + overrides (the other
+    blocks, model, data, train..., are the local trainer's: verl has its own)."""
+    base, method_file = method_files(method, trainers_dir)
+    if "sft_steps" in method_file.get("train", {}):  # an SFT phase (its value may interpolate train.steps)
+        raise ValueError(f"method {method!r} has SFT steps, which run with the local trainer (or verl's own "
+                         "sft_trainer), not with --backend verl")
+    cfg = OmegaConf.merge(*(OmegaConf.masked_copy(c, [k for k in METHOD_BLOCKS if k in c]) for c in (base, method_file)))
     OmegaConf.set_struct(cfg, True)
     try:
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist([o.lstrip("+") for o in overrides]))
@@ -92,7 +84,7 @@ def compose_config(method: str, overrides: Sequence[str] = (), *, trainers_dir: 
 
 def default_run_dir(method: str, seed: int) -> Path:
     """Where a run writes when no --run-dir is given: runs/train/<method>-seed<seed>."""
-    return Path("runs") / "train" / f"{method}-seed{seed}"
+    return Path("runs") / "train" / f"{method_name(method)}-seed{seed}"
 
 
 def _derive(cfg: DictConfig, run_dir) -> None:
@@ -117,21 +109,14 @@ def _derive(cfg: DictConfig, run_dir) -> None:
 
 def validate(cfg: DictConfig) -> None:
     """Checks that name the offending key; verl validates the rest when the run starts."""
-    from scope_bench.core.config import LossConfig, ScopeConfig, from_dict
-
-    from_dict(LossConfig, OmegaConf.to_container(cfg.loss), "loss")
-    from_dict(ScopeConfig, OmegaConf.to_container(cfg.scope), "scope")
-    if cfg.stage not in ("none", "scope", "prm_reward"):
-        raise ValueError(f"stage must be none, scope or prm_reward, got {cfg.stage!r}")
+    check_method_blocks(cfg)
+    stage = check_stage(cfg, "verl")
     if cfg.trainer.use_v1:
         raise ValueError("trainer.use_v1=true is not supported: the SCOPE stage plugs into RayPPOTrainer "
                          "(trainer.use_v1=false)")
     if cfg.algorithm.adv_estimator != "grpo":
         raise ValueError(f"algorithm.adv_estimator must be grpo (group advantages after the stage), "
                          f"got {cfg.algorithm.adv_estimator!r}")
-    if cfg.stage == "prm_reward" and cfg.prm_reward.get("form", "scalar") != "scalar":
-        raise ValueError("prm_reward.form=step (per-step PRM reward) runs with the local trainer only: verl's "
-                         "GRPO advantages take one reward per rollout; use prm_reward.form=scalar")
     correction = cfg.algorithm.rollout_correction
     if correction.get("rollout_is") or correction.get("rollout_rs"):
         raise ValueError("algorithm.rollout_correction.rollout_is/rollout_rs must be null for every method: "
@@ -141,7 +126,7 @@ def validate(cfg: DictConfig) -> None:
         raise ValueError("distillation.enabled=true is not supported: its loss would be replaced by the SCOPE "
                          "loss (scope_hybrid) without a word")
     actor = cfg.actor_rollout_ref.actor
-    rewrites = cfg.stage == "scope"  # rows with refiner tokens the policy never sampled
+    rewrites = stage.offpolicy  # rows with refiner tokens the policy never sampled
     regularisers = {"actor_rollout_ref.actor.use_kl_loss": actor.use_kl_loss,
                     "algorithm.use_kl_in_reward": cfg.algorithm.use_kl_in_reward,
                     "actor_rollout_ref.actor.entropy_coeff": actor.entropy_coeff != 0}
@@ -156,15 +141,14 @@ def validate(cfg: DictConfig) -> None:
     if cfg.actor_rollout_ref.actor.policy_loss.loss_mode != "scope_hybrid":
         raise ValueError("actor_rollout_ref.actor.policy_loss.loss_mode must be scope_hybrid (eq. 6; "
                          f"GRPO is its all-zero-mask case), got {cfg.actor_rollout_ref.actor.policy_loss.loss_mode!r}")
-    needs_prm = cfg.stage == "prm_reward" or (cfg.stage == "scope" and cfg.scope.prefix_source == "prm")
-    if needs_prm and cfg.prm.kind not in ("vllm", "qwen"):
+    if stage.needs_prm(cfg) and cfg.prm.kind not in ("vllm", "qwen"):
         raise ValueError(f"method {cfg.method} needs a PRM: --prm-url URL (vLLM pooling server) or --prm PATH "
                          f"(in-process); prm.kind is {cfg.prm.kind!r}")
     if cfg.prm.kind == "vllm" and not cfg.prm.url:
         raise ValueError("prm.kind=vllm needs prm.url")
     if cfg.prm.kind == "qwen" and not cfg.prm.path:
         raise ValueError("prm.kind=qwen needs prm.path")
-    if cfg.stage == "scope" and (cfg.refiner.kind != "openai" or not cfg.refiner.url or not cfg.refiner.model):
+    if stage.needs_refiner(cfg) and (cfg.refiner.kind != "openai" or not cfg.refiner.url or not cfg.refiner.model):
         raise ValueError(f"method {cfg.method} needs a refiner: --refiner-url URL --refiner-model NAME "
                          "(an OpenAI-compatible endpoint)")
 

@@ -19,6 +19,7 @@ import re
 import sys
 from pathlib import Path
 
+from scope_bench.engines.fields import ANSWER_FIELDS, QUESTION_FIELDS, answer_value
 from scope_bench.io import read_rows
 
 PRESETS = {
@@ -34,8 +35,6 @@ PRESETS = {
     "math500": {"dataset": "HuggingFaceH4/MATH-500", "split": "test", "question_field": "problem",
                 "answer_field": "answer", "data_source": "math"},
 }
-QUESTION_FIELDS = ("question", "problem", "prompt")
-ANSWER_FIELDS = ("answer", "ground_truth", "final_answer", "gt_answer")
 
 
 def register(subparsers) -> None:
@@ -99,7 +98,7 @@ def to_verl_rows(rows: list[dict], *, where: str, split: str, question_field=Non
     """`(verl rows, indices of source rows skipped for want of an answer)`."""
     from tqdm import tqdm
 
-    from scope_bench.engines.local.prompt import chat_messages
+    from scope_bench.engines.prompt import chat_messages
     from scope_bench.grading.extract import last_boxed
 
     if not rows:
@@ -121,7 +120,7 @@ def to_verl_rows(rows: list[dict], *, where: str, split: str, question_field=Non
         question = row[question_field]
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"{where} row {index}: field {question_field!r} is not a non-empty string")
-        answer = last_boxed(str(row[answer_from] or "")) if answer_from else row[answer_field]
+        answer = last_boxed(str(row[answer_from] or "")) if answer_from else answer_value(row[answer_field])
         if answer is None or not str(answer).strip():
             skipped.append(index)
             continue

@@ -25,11 +25,11 @@ import torch
 
 from scope_bench.core.config import LossConfig
 from scope_bench.core.losses import hybrid_token_objective
+from scope_bench.engines.verl.rewrite import MASK_KEY
 from verl.trainer.ppo.core_algos import agg_loss, register_policy_loss
 from verl.workers.utils.losses import ppo_loss
 
 LOSS_NAME = "scope_hybrid"
-MASK_KEY = "offpolicy_mask"
 
 # (off-policy mask of the current micro-batch, LossConfig); set only inside `scope_actor_loss`
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("scope_offpolicy", default=None)

@@ -19,7 +19,9 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
-from scope_bench.engines.verl.loss import MASK_KEY
+from scope_bench.core.steps import decode_with_offsets
+
+MASK_KEY = "offpolicy_mask"  # (B, R): 1 on the response tokens the policy did not sample
 
 
 def response_lengths(batch) -> torch.Tensor:
@@ -86,24 +88,5 @@ def decoded_responses(tokenizer, batch) -> list[tuple[list[int], str, list[tuple
         ids = responses[i, : int(n)].tolist()
         while ids and ids[-1] in stop:
             ids.pop()
-        out.append((ids, *token_offsets(tokenizer, ids)))
+        out.append((ids, *decode_with_offsets(tokenizer, ids, skip_special_tokens=False)))
     return out
-
-
-def token_offsets(tokenizer, ids: list[int]) -> tuple[str, list[tuple[int, int]]]:
-    """Decoded text of sampled `ids` and per-token character spans.
-
-    Fast path: re-encoding the text gives back the same ids, so the tokenizer's offsets are exact.
-    A sampled tokenization can differ from the canonical one; then spans come from decoding growing
-    prefixes (exact for any tokenizer, quadratic, and only for such rows).
-    """
-    text = tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False)
-    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    if list(enc["input_ids"]) == ids:
-        return text, [tuple(o) for o in enc["offset_mapping"]]
-    offsets, start = [], 0
-    for t in range(len(ids)):
-        end = len(tokenizer.decode(ids[: t + 1], skip_special_tokens=False, clean_up_tokenization_spaces=False))
-        offsets.append((start, max(start, end)))
-        start = max(start, end)
-    return text, offsets

@@ -1,44 +1,46 @@
 """The method's stage between reward and advantage, applied to verl's rollout batch.
 
 `MethodStage(batch)` reads the rollouts out of the `DataProto` (grouped by verl's `uid`), runs the
-engines' shared `apply_stage` (SCOPE, replace-entire-rollout, PRM shaping), writes the result back
-into the batch (`rewrite.rewrite_rows`, `rewrite.set_rewards`) and returns the step's
-metrics under the local trainer's names (`reward_mean`, `accuracy`, `groups_*`, `skip/<reason>`,
-`refiner_failures`, `keep_ratio`, `near_miss@k`, `time/stage/...`).
+engines' shared `apply_stage` (any registered stage: SCOPE, replace-entire-rollout, PRM shaping,
+LUFFY, or one added to the registry), writes the result back into the batch (`rewrite.rewrite_rows`
+for rows holding tokens the policy did not sample, `rewrite.set_rewards` for changed rewards) and
+returns the step's metrics under the local trainer's names.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import SimpleNamespace
 
-from scope_bench.core.config import ScopeConfig, from_dict
+from scope_bench.core.config import PRMRewardConfig, ScopeConfig, from_dict
 from scope_bench.core.rectify import Rollout
-from scope_bench.engines.stage import STAGES, Timer, apply_stage, tokenize_with_eos
+from scope_bench.engines.stage import Timer, apply_stage, get_stage, tokenize_with_eos
 from scope_bench.engines.verl.rewrite import decoded_responses, rewrite_rows, set_rewards
 
 
 class MethodStage:
     """Callable on a `DataProto`; mutates it in place and returns metrics (None where undefined).
 
-    `stage` is the method config's `stage` (none | scope | prm_reward); `prm` may be None for
-    `none` (then no near-miss metrics), `refiner` only matters for `scope`.
+    `stage` is the method config's `stage` (any registered one); `prm` may be None where the stage
+    needs none (then no near-miss metrics), `refiner` likewise.
     """
 
     def __init__(self, *, stage: str, tokenizer, verify: Callable[[str, str], float], scope: dict | None = None,
-                 prm=None, refiner=None, prm_reward: dict | None = None, near_miss: bool = True):
-        if stage not in STAGES:
-            raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {stage!r}")
-        self.stage = stage
+                 prm=None, refiner=None, prm_reward: dict | None = None, luffy: dict | None = None,
+                 near_miss: bool = True, stage_module: str | None = None):
+        self.spec = get_stage(stage, stage_module)
+        self.stage_module = stage_module
         self.scope_cfg = from_dict(ScopeConfig, scope, "scope")
-        needs_prm = stage == "prm_reward" or (stage == "scope" and self.scope_cfg.prefix_source == "prm")
-        if needs_prm and prm is None:
+        self.prm_reward = from_dict(PRMRewardConfig, prm_reward, "prm_reward")
+        method = SimpleNamespace(stage=stage, scope=self.scope_cfg, prm_reward=self.prm_reward,
+                                 luffy=SimpleNamespace(**{"source": "refiner", **(luffy or {})}))
+        if self.spec.needs_prm(method) and prm is None:
             raise ValueError(f"stage {stage} needs a PRM (prm.kind=vllm with prm.url, or prm.kind=qwen)")
-        if stage == "scope" and refiner is None:
-            raise ValueError("stage scope needs a refiner (refiner.url and refiner.model)")
+        if self.spec.needs_refiner(method) and refiner is None:
+            raise ValueError(f"stage {stage} needs a refiner (refiner.url and refiner.model)")
         self.tokenizer = tokenizer
         self.verify = verify
         self.prm, self.refiner = prm, refiner
-        self.prm_reward = {"weight": 0.5, "aggregate": "min", **(prm_reward or {})}
         self.near_miss = near_miss and prm is not None
 
     def __call__(self, batch) -> dict:
@@ -52,27 +54,24 @@ class MethodStage:
                     for i, (ids, text, offsets) in enumerate(decoded)]
         rows = group_rows(batch.non_tensor_batch["uid"])
         row_of = [row for members in rows for row in members]  # the stage's flat index -> batch row
-        # the mixed trajectory must fit verl's response width; near-miss needs every failure scored,
-        # in the stage's single PRM call rather than a second round
+        # the mixed trajectory must fit verl's response width
         config = from_dict(ScopeConfig, {
-            **vars(self.scope_cfg), "max_response_tokens": min(self.scope_cfg.max_response_tokens or width, width),
-            "score_all_failures": self.scope_cfg.score_all_failures or self.near_miss})
+            **vars(self.scope_cfg), "max_response_tokens": min(self.scope_cfg.max_response_tokens or width, width)})
         result = apply_stage(
-            self.stage, [[rollouts[i] for i in members] for members in rows], prm=self.prm, refiner=self.refiner,
-            tokenize=lambda text: tokenize_with_eos(tok, text), verify=self.verify, scope_config=config,
-            prm_reward=self.prm_reward, near_miss=self.near_miss, timer=timer)
-        rewards = list(outcome)
-        for j, reward in enumerate(result.rewards):
-            rewards[row_of[j]] = reward
-        if self.stage == "scope":  # also adds the all-zero off-policy mask of rows left as sampled
+            self.spec.name, [[rollouts[i] for i in members] for members in rows], prm=self.prm,
+            refiner=self.refiner, tokenize=lambda text: tokenize_with_eos(tok, text), verify=self.verify,
+            scope_config=config, prm_reward=self.prm_reward, near_miss=self.near_miss, timer=timer,
+            stage_module=self.stage_module)
+        if result.step_rewards:
+            raise ValueError(f"stage {self.spec.name} gave per-step rewards, which verl's GRPO advantages cannot take")
+        if result.rectifications and not self.spec.offpolicy:
+            raise ValueError(f"stage {self.spec.name} rewrote rows but is not registered with offpolicy=True")
+        if self.spec.offpolicy:  # also adds the all-zero off-policy mask of rows left as sampled
             rewrite_rows(batch, {row_of[j]: (fix.token_ids, fix.offpolicy_mask, fix.reward)
                                  for j, fix in result.rectifications.items()}, pad_token_id=_pad_id(tok))
-        if self.stage == "prm_reward":
-            set_rewards(batch, dict(enumerate(rewards)))
+        set_rewards(batch, {row_of[j]: reward for j, reward in enumerate(result.rewards)
+                            if j not in result.rectifications and reward != outcome[row_of[j]]})
         return {
-            "reward_mean": sum(rewards) / len(rewards),
-            "accuracy": sum(outcome) / len(outcome),
-            "response_length": sum(len(r.token_ids) for r in rollouts) / len(rollouts),
             **result.metrics,
             "prm_truncated_steps": getattr(self.prm, "truncated_steps", 0) - truncated_before,  # cut by max_tokens
             **{f"time/{k}": v for k, v in timer.items()},

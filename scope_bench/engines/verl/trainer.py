@@ -27,7 +27,8 @@ from pathlib import Path
 import ray
 import torch
 
-from scope_bench.engines.verl.loss import MASK_KEY, scope_actor_loss
+from scope_bench.engines.verl.loss import scope_actor_loss
+from scope_bench.engines.verl.rewrite import MASK_KEY
 from verl.trainer.main_ppo_v0 import BaseTaskRunner, TaskRunner
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
@@ -138,41 +139,22 @@ def _plain(value):
 
 
 def build_stage(config, tokenizer):
-    """The method stage of `config` with its PRM and refiner clients."""
+    """The method stage of `config` with its PRM and refiner clients (the PRM only when one is served:
+    the rule PRM knows the synthetic task alone)."""
     from omegaconf import OmegaConf
 
-    from scope_bench.engines.local.components import GuardedRefiner
+    from scope_bench.engines.components import build_prm, build_refiner
+    from scope_bench.engines.stage import stage_of
     from scope_bench.engines.verl.stage import MethodStage
     from scope_bench.grading import math_reward
 
-    prm = build_prm(config.prm)
-    refiner = None
-    if config.stage == "scope":
-        from scope_bench.engines.refiner import OpenAIRefiner
-
-        r = config.refiner
-        refiner = GuardedRefiner(OpenAIRefiner(
-            r.url, r.model, api_key_env=r.api_key_env, concurrency=r.concurrency, timeout_s=r.timeout_s,
-            retries=r.retries, max_tokens=r.max_tokens))
+    prm = build_prm(config.prm, seed=config.seed) if config.prm.kind in ("vllm", "qwen") else None
+    refiner = build_refiner(config.refiner, seed=config.seed) if stage_of(config).needs_refiner(config) else None
+    blocks = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("scope", "prm_reward", "luffy")}
     return MethodStage(
-        stage=config.stage, tokenizer=tokenizer, verify=lambda text, gt: float(math_reward(text, gt)),
-        scope=OmegaConf.to_container(config.scope, resolve=True), prm=prm, refiner=refiner,
-        prm_reward=OmegaConf.to_container(config.prm_reward, resolve=True), near_miss=config.metrics.near_miss)
-
-
-def build_prm(prm_cfg):
-    """vLLM pooling client (`kind: vllm`), in-process Qwen2.5-Math-PRM (`kind: qwen`), or none."""
-    if prm_cfg.kind == "vllm":
-        from scope_bench.engines.prm import VLLMPoolingPRM
-
-        return VLLMPoolingPRM(prm_cfg.url, prm_cfg.path or "Qwen/Qwen2.5-Math-PRM-7B",
-                              concurrency=prm_cfg.concurrency, timeout_s=prm_cfg.timeout_s,
-                              max_tokens=prm_cfg.max_tokens)
-    if prm_cfg.kind == "qwen":
-        from scope_bench.engines.prm import QwenMathPRM
-
-        return QwenMathPRM(prm_cfg.path, device=prm_cfg.device or "cuda", max_length=prm_cfg.max_tokens or 4096)
-    return None
+        stage=config.stage, stage_module=config.stage_module, tokenizer=tokenizer,
+        verify=lambda text, gt: float(math_reward(text, gt)), prm=prm, refiner=refiner,
+        near_miss=config.metrics.near_miss, **blocks)
 
 
 class _ScopeTaskRunner(TaskRunner.__ray_actor_class__):
