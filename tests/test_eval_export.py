@@ -112,3 +112,21 @@ def test_lm_eval_builds_the_task_and_keeps_all_repeats(exported, tmp_path):
     assert len(inst.filtered_resps["all_repeats"]) == 8
     assert task.process_results(inst.doc, inst.filtered_resps["all_repeats"]) == {"acc": 3 / 8}
     assert task.doc_to_text(inst.doc).startswith(json.loads(rows[0])["problem"] + "\nPlease reason")
+
+
+def test_exported_sampling_follows_the_protocol_and_overrides(tmp_path):
+    """lm-eval users sample as `scope-bench eval` would: the protocol's settings on the tasks it
+    governs (LUFFY's top_p 1.0 and 8192 tokens on the math tasks), then the command-line overrides."""
+    from scope_bench.eval.protocol import PROTOCOLS, apply_protocol
+
+    export_lm_eval(tmp_path / "luffy", "aime24,gpqa_diamond")
+    (expected,), _ = apply_protocol([load_task("aime24")], "luffy", {})
+    cfg = yaml.load((tmp_path / "luffy" / "scope_aime24.yaml").read_text(), Loader=FunctionLoader)
+    assert cfg["generation_kwargs"]["top_p"] == PROTOCOLS["luffy"].settings["top_p"] == expected.sampling.top_p
+    assert cfg["generation_kwargs"]["max_gen_toks"] == PROTOCOLS["luffy"].settings["max_tokens"]
+    assert cfg["metadata"]["scope_bench_protocol"] == "luffy"
+
+    export_lm_eval(tmp_path / "greedy", "aime24", overrides={"temperature": 0.0, "n": 1, "top_p": None})
+    cfg = yaml.load((tmp_path / "greedy" / "scope_aime24.yaml").read_text(), Loader=FunctionLoader)
+    assert cfg["generation_kwargs"]["do_sample"] is False and cfg["repeats"] == 1
+    assert cfg["metadata"]["scope_bench_protocol"] != "luffy"  # the label says how it was really sampled

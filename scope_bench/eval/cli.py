@@ -84,7 +84,10 @@ def run(args) -> int:
     from scope_bench.eval.runner import RESULTS_FILE, SUMMARY_FILE, evaluate, format_summary
 
     if args.export_lm_eval:
-        written = export_lm_eval(args.export_lm_eval, args.tasks, tasks_dir=args.tasks_dir, data_dir=args.data_dir)
+        written = export_lm_eval(args.export_lm_eval, args.tasks, tasks_dir=args.tasks_dir, data_dir=args.data_dir,
+                                 protocol=args.protocol, overrides={"n": args.n, "max_tokens": args.max_tokens,
+                                                                    "temperature": args.temperature,
+                                                                    "top_p": args.top_p})
         names = ",".join("scope_" + t.strip().replace("-", "_") for t in args.tasks.split(","))
         print(f"wrote {len(written)} files to {args.export_lm_eval}; use lm_eval --include_path "
               f"{args.export_lm_eval} --tasks {names}")

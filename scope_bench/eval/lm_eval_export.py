@@ -1,6 +1,8 @@
 """Export the tasks for lm-evaluation-harness (`lm_eval --include_path DIR --tasks scope_all`).
 
-Each task becomes a `generate_until` YAML with the same sampling and `repeats` = samples per problem,
+Each task becomes a `generate_until` YAML with the sampling `scope-bench eval` would use (the same
+protocol, `luffy` by default, and overrides; recorded in the task's metadata) and `repeats` =
+samples per problem,
 over the Hub dataset, or with `data_dir` over the local copies (`json`/`parquet`/`arrow` files, so it
 runs offline). `process_docs` normalises the rows with scope_bench's own loader (the same field map,
 verl de-duplication, option shuffling and ids as `scope-bench eval`), a pass-through filter keeps
@@ -19,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from scope_bench.eval.checks import resolve_data_dir
+from scope_bench.eval.protocol import DEFAULT_PROTOCOL, apply_protocol
 from scope_bench.eval.tasks import Task, load_groups, load_task, resolve_task_names
 
 PREFIX = "scope_"
@@ -109,10 +112,10 @@ def _hub_dataset(task: Task) -> dict:
             "test_split": task.hub.get("split", "test")}
 
 
-def task_config(name: str, tasks_dir: str | Path | None = None, data_dir: str | Path | None = None) -> dict:
-    """The lm-eval YAML of one task, as a dict: over the Hub dataset, or the local copy in `data_dir`."""
-    task = load_task(name, tasks_dir)
-    s = task.sampling
+def task_config(task: Task, data_dir: str | Path | None = None, protocol: str | None = None) -> dict:
+    """The lm-eval YAML of one task (its sampling as resolved), as a dict: over the Hub dataset, or
+    the local copy in `data_dir`."""
+    name, s = task.name, task.sampling
     ident = name.replace("-", "_")
     dataset = _local_dataset(task, Path(data_dir)) if data_dir is not None else _hub_dataset(task)
     return {
@@ -129,7 +132,7 @@ def task_config(name: str, tasks_dir: str | Path | None = None, data_dir: str | 
         "filter_list": [{"name": "all_repeats",
                          "filter": [{"function": "custom", "filter_fn": "!function utils.keep_all"}]}],
         "metric_list": [{"metric": "acc", "aggregation": "mean", "higher_is_better": True}],
-        "metadata": {"version": 1.0, "scope_bench_metric": task.metric},
+        "metadata": {"version": 1.0, "scope_bench_metric": task.metric, "scope_bench_protocol": protocol},
     }
 
 
@@ -140,15 +143,20 @@ def _dump(data: dict) -> str:
 
 
 def export_lm_eval(out_dir: str | Path, tasks: str = "all", tasks_dir: str | Path | None = None,
-                   data_dir: str | Path | None = None) -> list[Path]:
+                   data_dir: str | Path | None = None, protocol: str = DEFAULT_PROTOCOL,
+                   overrides: dict | None = None) -> list[Path]:
     """Write one YAML per task, group YAMLs and utils.py; returns the files written.
 
-    With `data_dir` (default `$SCOPE_BENCH_DATA_DIR`) the tasks read the local copies under it and
-    tasks with no local copy are left out (named on stderr); else they read the Hub."""
+    Sampling is what `scope-bench eval` would use: the tasks under `protocol`, then `overrides`
+    (`n`, `max_tokens`, `temperature`, `top_p`; None values ignored). With `data_dir` (default
+    `$SCOPE_BENCH_DATA_DIR`) the tasks read the local copies under it and tasks with no local copy are
+    left out (named on stderr); else they read the Hub."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     data_dir = resolve_data_dir(data_dir)
-    loaded = [load_task(n, tasks_dir) for n in resolve_task_names(tasks, tasks_dir)]
+    loaded, labels = apply_protocol([load_task(n, tasks_dir) for n in resolve_task_names(tasks, tasks_dir)],
+                                    protocol, dict(overrides or {}), tasks_dir)
+    by_name = {t.name: t for t in loaded}
     names = [t.name for t in loaded if (t.local if data_dir is not None else t.hub)]
     for left_out in sorted({t.name for t in loaded} - set(names)):
         print(f"scope-bench eval: {left_out} not exported: it has no "
@@ -156,7 +164,7 @@ def export_lm_eval(out_dir: str | Path, tasks: str = "all", tasks_dir: str | Pat
     written, functions = [], []
     for name in names:
         path = out / f"{PREFIX}{name}.yaml"
-        path.write_text(_dump(task_config(name, tasks_dir, data_dir)))
+        path.write_text(_dump(task_config(by_name[name], data_dir, labels[name])))
         written.append(path)
         ident = name.replace("-", "_")
         functions += [f"process_docs_{ident} = _process_docs({name!r})",
