@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # `make test SCOPE_SLOW=` skips them
 SCOPE_SLOW ?= 1
 
-.PHONY: demo test golden setup setup-test lint clean
+.PHONY: demo test golden setup setup-test lint clean mutation
 
 demo: setup
 	$(BIN)/scope-bench demo
@@ -23,6 +23,16 @@ test: setup-test
 GOLDEN_ARGS ?=
 golden: setup-test
 	$(BIN)/python tests/golden/regenerate.py $(GOLDEN_ARGS)
+
+# mutation testing of core/, grading/ and eval/metrics.py: docs/mutation.md (not part of `make test` or CI;
+# ~25 min on 2 cores). MUTANTS='scope_bench.core.losses*' runs only those mutants; each run starts afresh.
+MUTANTS ?=
+MUTATION_JOBS ?= 2
+mutation: setup-test
+	$(BIN)/python -m pip install -q -e ".[mutation]"
+	rm -rf mutants
+	SCOPE_BENCH_ROOT=$(CURDIR) nice -n 19 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	$(BIN)/mutmut results
 
 setup: $(VENV)/.base
 setup-test: $(VENV)/.test

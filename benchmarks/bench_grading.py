@@ -10,6 +10,12 @@ as most RL code does it, with Math-Verify as shipped (LL parsing, see `two_stage
 throughputs and the ratio for each worker count (the single-worker ratio tells the algorithm from the
 parallelism), and every label difference by cause.
 
+Two halves with disjoint problems: "cold" is a fresh start (our worker processes started, their
+imports and ANTLR's parser warm-up, which every new process pays, all inside the timing; the plain loop
+pays its own import and warm-up), "warm" is the steady state of a training run (the pool already
+running, both graders having parsed the other half before). The headline is the steady state with 2
+workers. Timings on a loaded machine mean little: the load average is printed before and after.
+
     .venv/bin/python benchmarks/bench_grading.py [--workers 2,1] [--limit N]
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import random
 import re
 import sys
@@ -117,6 +124,21 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+def reset_parent_caches() -> None:
+    """Forget what this process cached for the previous worker count (its workers are restarted)."""
+    from scope_bench.grading import equivalence
+
+    for cached in (equivalence._gold_forms, equivalence.gold_latex, equivalence._parse_boxed):
+        cached.cache_clear()
+
+
+def load_line() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = os.getloadavg()[0]
+    warning = "  (busy machine: the timings mean little)" if load > 0.75 * cores else ""
+    return f"load average {load:.2f} on {cores} cores{warning}"
+
+
 def ours(items, workers: int, timeout_s: float):
     return grade_math_batch([r for _, r, _, _ in items], [g for _, _, g, _ in items],
                             timeout_s=timeout_s, workers=workers)
@@ -140,20 +162,32 @@ def main() -> int:
     # run, where the pool persists and both graders have parsed other answers before (Math-Verify's
     # parser warms up as it goes).
     halves = {"cold": [it for it in items if it[3] % 2 == 0], "warm": [it for it in items if it[3] % 2 == 1]}
+    titles = {"cold": "cold half (fresh start: worker start-up, imports and parser warm-up included)",
+              "warm": "warm half (steady state: pool running, parsers warmed on the cold half)"}
+    print(f"before: {load_line()}")
     plain = {name: timed(plain_loop, half) for name, half in halves.items()}
     graded: dict[int, dict] = {}
     for workers in (int(w) for w in args.workers.split(",")):
         shutdown_pool()
+        reset_parent_caches()
         graded[workers] = {name: timed(ours, half, workers, args.timeout_s) for name, half in halves.items()}
     shutdown_pool()
+    print(f"after:  {load_line()}")
     for name, half in halves.items():
         plain_s = plain[name][1]
-        print(f"\n{name} half, {len(half)} responses:")
+        print(f"\n{titles[name]}, {len(half)} responses:")
         print(f"  plain parse+verify loop: {len(half) / plain_s:8.1f} items/s ({plain_s:.1f} s)")
         for workers, runs in graded.items():
             grades, ours_s = runs[name]
             print(f"  scope_bench ({workers} worker{'s' if workers > 1 else ''}): {len(half) / ours_s:8.1f} items/s "
                   f"({ours_s:.1f} s), ratio {plain_s / ours_s:.1f}x", dict(Counter(g.method for g in grades)))
+
+    print()
+    for workers, runs in sorted(graded.items(), reverse=True):
+        ratio = {name: plain[name][1] / runs[name][1] for name in halves}
+        label = "headline" if workers == 2 else "        "
+        print(f"{label} {workers} worker{'s' if workers > 1 else ' '}: steady state (warm) {ratio['warm']:.1f}x, "
+              f"cold start incl. worker start-up {ratio['cold']:.1f}x the plain loop's throughput")
 
     first = next(iter(graded.values()))
     labels = {w: [g.correct for name in halves for g in runs[name][0]] for w, runs in graded.items()}

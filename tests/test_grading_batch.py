@@ -14,6 +14,7 @@ import pytest
 from scope_bench.grading import STATS, grade_math_batch, math_reward, math_rewards
 from scope_bench.grading.batch import GradingPool, shutdown_pool
 from scope_bench.grading.equivalence import (
+    _FULL_CONTEXT_PREDICTIONS,
     _gold_forms,
     evaluates_differently,
     fast_match,
@@ -179,9 +180,20 @@ def _parsed(latex: str) -> list:
         ("1", r"\sin^{2} x + \cos^{2} x", False),  # equal everywhere: only sympy can tell
         (r"\frac{1}{3}", "0.3333333", False),  # 6-decimal rounding could make these equal
         (r"\frac{1}{3}", "0.334", True),
-        ("(1, 2)", "3", False),  # tuples, sets, relations, lone symbols: left to Math-Verify
-        ("y = 2x", "2x", False),
+        ("(1, 2)", "3", True),  # a number is never an interval of positive length ...
+        (r"(-\infty, 2) \cup (3, \infty)", "5", True),
+        ("(15, -29)", "12.4", True),  # ... nor a tuple or set of two or more elements
+        ("3, 5, 7", "15", True),
+        (r"\{1\}", "1", False),  # a one-element set can be a number: left to Math-Verify
+        ("(1, 2)", "(1, 3)", False),  # two sets, two relations, lone symbols: left to Math-Verify
+        ("x < 1", "x < 2", False),
         ("k", "2", False),
+        ("y = 2x", "2x", False),  # an assignment gold is its right-hand side, as in Math-Verify ...
+        ("x = 5", "6", True),
+        ("5", "x = 5", False),  # ... and so is an equation answer to a non-equation gold
+        ("5", "SRAC = LRAC", True),
+        ("y = 2x", "y = 3x", False),  # both equations: compared as relations
+        ("5x - 7y = 0", "2", False),  # an equation gold that is no assignment stays one
         ("f(x)", "2", False),  # a lone undefined function: left to Math-Verify
         (r"(t + \frac{1}{2} \sin{2t}) u(t)", r"1.39\times10^{-10}", True),  # Minerva's u(t): any function
         (r"2 u(t) - u(t)", r"u(t) + 0", False),  # equal for every u
@@ -189,24 +201,36 @@ def _parsed(latex: str) -> list:
     ],
 )
 def test_evaluates_differently(gold, pred, different):
-    assert evaluates_differently(_parsed(gold), _parsed(pred)) is different
+    from math_verify import verify
+
+    g, p = _parsed(gold), _parsed(pred)
+    assert evaluates_differently(g, p) is different
+    if different:
+        assert not verify(g, p, timeout_seconds=None)
 
 
 def test_numeric_disproof_agrees_with_math_verify_on_real_answers():
-    """Where evaluation proves two real answers different, Math-Verify's verify says so too."""
+    """Where evaluation or shape proves two real answers different, Math-Verify's verify says so too:
+    each real gold against other real golds (numbers, intervals, tuples, sets, equations, matrices),
+    against itself scaled or shifted, and as the right-hand side of an equation on either side."""
+    import sympy
     from math_verify import verify
 
     rows = _solutions()
     golds = list(dict.fromkeys(gold_text(a) for _, _, a in rows))
     quiet_math_verify()
-    fired = 0
-    for i, gold in enumerate(golds[::7]):
-        for pred in (golds[(7 * i + 3) % len(golds)], f"2({gold})", f"({gold})+1"):
-            g, p = _parsed(gold_latex(gold)), _parsed(pred)
+    fired, shapes = 0, 0
+    for i, gold in enumerate(golds[::8]):
+        others = [golds[(8 * i + k) % len(golds)] for k in (3, 17, 101)]
+        cases = [(gold, pred) for pred in (*others, f"2({gold})", f"({gold})+1", f"x = {gold}", f"y = ({gold})+1")]
+        cases.append((f"y = {gold}", others[0]))
+        for gold_case, pred in cases:
+            g, p = _parsed(gold_latex(gold_case)), _parsed(pred)
             if g and p and evaluates_differently(g, p):
                 fired += 1
-                assert not verify(g, p, timeout_seconds=10), (gold, pred)
-    assert fired > 50
+                shapes += any(isinstance(x, (sympy.Set, sympy.Tuple, sympy.Eq)) for x in g + p)
+                assert not verify(g, p, timeout_seconds=10), (gold_case, pred)
+    assert fired > 300 and shapes > 80
 
 
 def test_two_stage_parsing_builds_math_verifys_own_parse_on_real_answers():
@@ -216,6 +240,9 @@ def test_two_stage_parsing_builds_math_verifys_own_parse_on_real_answers():
 
     golds = [gold_latex(gold_text(a)) for _, _, a in _solutions()][::3]
     golds += [r"\frac{1}{2", r"(3, 4]", r"\begin{pmatrix}1/5\\-18/5\end{pmatrix}", r"x \in [1, 2)"]
+    # SLL fails on powers of letters: LL decides them by full-context predictions, which are cached
+    # by the decision, the outer context and the tokens read; same prefix, different continuations
+    golds += ["x^2", "x^2_1", "x^{2}_{3}+1", "x^{2}+1", "a^2+b^2", "a^2_b+b^2", "(x^2, y^2_1)", "2x^2=y^2"]
 
     def parsed(mode):
         two_stage_parsing(mode)
@@ -223,7 +250,13 @@ def test_two_stage_parsing_builds_math_verifys_own_parse_on_real_answers():
                 for g in golds]
 
     try:
-        assert parsed(True) == parsed(False)
+        ll = parsed(False)
+        _FULL_CONTEXT_PREDICTIONS.clear()
+        assert parsed(True) == ll  # full-context predictions computed and cached ...
+        cached = sum(len(entries) for entries in _FULL_CONTEXT_PREDICTIONS.values())
+        assert cached > 10
+        assert parsed(True) == ll  # ... then taken from the cache (nothing new to cache)
+        assert sum(len(entries) for entries in _FULL_CONTEXT_PREDICTIONS.values()) == cached
     finally:
         two_stage_parsing(True)
     from antlr4.atn.PredictionMode import PredictionMode

@@ -155,7 +155,11 @@ def two_stage_parsing(enabled: bool | None = None) -> None:
 
 def _sll_then_ll(parser, parse_rule):
     """`parse_rule` of `parser` in SLL mode; on a syntax error (raised by latex2sympy's error listener)
-    rewound and run again in LL mode, which raises the error again if the input really is invalid."""
+    rewound and run again in LL mode, which raises the error again if the input really is invalid.
+
+    SLL fails on every `x^2` (the grammar's `atom_expr` needs full context to tell `x^{2}` from
+    `x^{2}_{1}`), so about one parse in ten reaches LL, where each such decision is a full-context
+    prediction ANTLR never caches; `_FullContextCache` caches them."""
     from antlr4.atn.PredictionMode import PredictionMode
 
     def run():
@@ -164,9 +168,95 @@ def _sll_then_ll(parser, parse_rule):
             return parse_rule()
         except Exception:  # noqa: BLE001 - latex2sympy's listener raises plain Exception
             parser.reset()
+            if not isinstance(parser._interp, _full_context_cache_class()):
+                parser._interp = _full_context_cache_class()(
+                    parser, parser.atn, parser.decisionsToDFA, parser.sharedContextCache)
             parser._interp.predictionMode = PredictionMode.LL
             return parse_rule()
     return run
+
+
+# (decision, invoking states of the outer context, parser precedence stack) -> [(token types read, alt)]
+_FULL_CONTEXT_PREDICTIONS: dict = {}
+_FULL_CONTEXT_MAX_KEYS = 1 << 15
+_FULL_CONTEXT_MAX_PER_KEY = 64
+
+
+@lru_cache(maxsize=1)
+def _full_context_cache_class():
+    """ANTLR's parser simulator with its full-context (LL) predictions cached, which ANTLR recomputes
+    every time (`_FULL_CONTEXT_PREDICTIONS`).
+
+    A full-context prediction is a deterministic function of the decision, the outer rule context (the
+    chain of invoking states it turns into a prediction context), the parser's precedence stack (the
+    only state latex2sympy's grammar predicates read) and the types of the tokens it reads from the
+    decision's start: it reads them one at a time until one alternative remains. So a cached
+    prediction whose token types match the upcoming input from the start is the prediction ANTLR
+    would compute; the tests check the trees against plain LL parsing on the real rows.
+    """
+    from antlr4.atn.ParserATNSimulator import ParserATNSimulator
+    from antlr4.Token import Token
+
+    class FullContextCache(ParserATNSimulator):
+        _deferred = object()
+
+        def computeStartState(self, p, ctx, fullCtx):
+            if fullCtx:  # only called right before execATNWithFullContext: computed there on a miss
+                return (self._deferred, p, ctx)
+            return super().computeStartState(p, ctx, fullCtx)
+
+        def computeReachSet(self, closure, t, fullCtx):
+            if fullCtx:
+                self._read_up_to = max(self._read_up_to, self._input.index)
+            return super().computeReachSet(closure, t, fullCtx)
+
+        def execATNWithFullContext(self, dfa, D, s0, input, startIndex, outerContext):
+            stack, ctx = [], outerContext
+            while ctx is not None and ctx.parentCtx is not None:
+                stack.append(ctx.invokingState)
+                ctx = ctx.parentCtx
+            key = (dfa.decision, tuple(stack), tuple(self.parser._precedenceStack))
+            entries = _FULL_CONTEXT_PREDICTIONS.get(key)
+            if entries:
+                for types, alt in entries:
+                    if _upcoming_types_match(input, startIndex, types):
+                        return alt
+            if isinstance(s0, tuple) and s0[0] is self._deferred:
+                s0 = super().computeStartState(s0[1], s0[2], True)
+            self._read_up_to = startIndex - 1
+            alt = super().execATNWithFullContext(dfa, D, s0, input, startIndex, outerContext)
+            input.seek(startIndex)
+            types = []
+            while True:  # the token types it read, walked the way it walks them
+                t = input.LA(1)
+                types.append(t)
+                if input.index >= self._read_up_to or t == Token.EOF:
+                    break
+                input.consume()
+            if len(_FULL_CONTEXT_PREDICTIONS) >= _FULL_CONTEXT_MAX_KEYS:
+                _FULL_CONTEXT_PREDICTIONS.clear()
+            entries = _FULL_CONTEXT_PREDICTIONS.setdefault(key, [])
+            if len(entries) >= _FULL_CONTEXT_MAX_PER_KEY:
+                del entries[0]
+            entries.append((tuple(types), alt))
+            return alt
+
+    return FullContextCache
+
+
+def _upcoming_types_match(input, start: int, types: tuple) -> bool:
+    from antlr4.Token import Token
+
+    input.seek(start)
+    for k, expected in enumerate(types):
+        t = input.LA(1)
+        if t != expected:
+            return False
+        if k + 1 < len(types):
+            if t == Token.EOF:
+                return False
+            input.consume()
+    return True
 
 
 def _parse_gold(gold: str) -> list:
@@ -214,47 +304,90 @@ _PROBE_VALUES = (0.4142135, 0.7320508, 1.2360679, 0.5772156, 1.6487212, 0.841470
 
 
 def evaluates_differently(gold_parsed: list, pred_parsed: list) -> bool:
-    """True only where `math_verify.verify(gold, pred)` must be False, proven by evaluation.
+    """True only where `math_verify.verify(gold, pred)` must be False, proven by evaluation or shape.
 
-    `verify` compares every (gold, pred) pair of the parse results: sympy pairs by structure, by
-    rounding floats to 6 decimals, then by `simplify(gold - pred) == 0`; string pairs by equality.
-    For plain expressions (no relation, set, tuple, matrix, lone symbol or undefined function)
-    all of that implies equal values at every point where both are defined, so one real point where
-    they differ by more than the rounding can absorb settles it. An undefined function (Minerva's
-    `u(t)`) stands for any function, so an identity `simplify` proves holds for one concrete function
-    too: it is replaced by one (`_concrete_functions`) before evaluating. Anything else returns False
-    (no proof), and `verify` decides.
+    `verify` compares every (gold, pred) pair of the parse results: strings by equality; sympy pairs
+    (`sympy_expr_eq`) after unwrapping equations the way it does (`_as_verify_compares`), then by
+    structure, sets and tuples as sets, rounding floats to 6 decimals, and `simplify(gold - pred) == 0`.
+    A pair is proven different when, after that unwrapping, either
+    - one side is a plain expression (no relation, set, tuple, matrix, lone symbol or undefined
+      function) and the other an interval or union of intervals of positive length, or a tuple or
+      set of two or more elements: `verify` compares the expression as a one-element set, and no
+      rule it has makes that equal to an infinite set or to two or more elements; or
+    - both are plain expressions and they differ at one real point by more than the rounding can
+      absorb: every rule `verify` has for plain expressions implies equal values wherever both are
+      defined. An undefined function (Minerva's `u(t)`) stands for any function, so an identity
+      `simplify` proves holds for one concrete function too: it is replaced by one
+      (`_concrete_functions`) before evaluating.
+    Every pair must be proven different; anything else returns False (no proof), and `verify` decides.
     """
-    import sympy
-    from sympy.core.function import AppliedUndef
-
     gold_strings = {x.strip() for x in gold_parsed if isinstance(x, str)}
     if any(isinstance(x, str) and x.strip() in gold_strings for x in pred_parsed):
         return False
     pairs = [(g, p) for g in gold_parsed if not isinstance(g, str)
              for p in pred_parsed if not isinstance(p, str)]
-    if not pairs:
+    return bool(pairs) and all(_pair_differs(g, p) for g, p in pairs)
+
+
+def _as_verify_compares(gold, pred):
+    """(gold, pred) as `math_verify.grader.sympy_expr_eq` compares them, equations unwrapped with its
+    own helpers: an equation answer to a non-equation gold is its right-hand side, and an assignment
+    gold (`x = 5`, `SRMC = LRMC`) to a non-equation answer is its right-hand side."""
+    from math_verify import grader
+
+    gold_assignment, pred_assignment = grader.is_assignment_relation(gold), grader.is_assignment_relation(pred)
+    gold_equation, pred_equation = grader.is_equation(gold), grader.is_equation(pred)
+    if pred_equation and not gold_equation:
+        pred = grader.take_last_relation(pred).rhs
+    elif gold_assignment and not pred_equation:
+        gold = grader.take_last_relation(gold).rhs
+    del pred_assignment  # both assignments stay relations (compared as such: no proof here)
+    return gold, pred
+
+
+def _is_plain(x) -> bool:
+    import sympy
+    from sympy.core.function import AppliedUndef
+
+    return (isinstance(x, sympy.Expr)
+            and not isinstance(x, (sympy.Symbol, sympy.MatrixExpr, AppliedUndef))
+            and not x.has(sympy.UnevaluatedExpr))
+
+
+def _is_many(x) -> bool:
+    """An interval of positive length, a union of such, or a tuple or set of two or more elements."""
+    import sympy
+
+    if isinstance(x, sympy.Union):
+        return bool(x.args) and all(_is_many(a) for a in x.args)
+    if isinstance(x, sympy.Interval):
+        start, end = x.start, x.end
+        return bool(start.is_comparable and end.is_comparable and (start < end) is sympy.true)
+    if isinstance(x, (sympy.Tuple, sympy.FiniteSet)):
+        return len(x.args) >= 2
+    return False
+
+
+def _pair_differs(g, p) -> bool:
+    """One (gold, pred) pair of sympy objects proven unequal for `verify` (see `evaluates_differently`)."""
+    g, p = _as_verify_compares(g, p)
+    if (_is_plain(g) and _is_many(p)) or (_is_many(g) and _is_plain(p)):
+        return True
+    if not (_is_plain(g) and _is_plain(p)):
         return False
-    for g, p in pairs:
-        for x in (g, p):
-            if (not isinstance(x, sympy.Expr) or isinstance(x, (sympy.Symbol, sympy.MatrixExpr, AppliedUndef))
-                    or x.has(sympy.UnevaluatedExpr)):
-                return False
-        g, p = _concrete_functions(g, p)
-        symbols = sorted(g.free_symbols | p.free_symbols, key=str)
-        n = len(_PROBE_VALUES)
-        point = {s: _PROBE_VALUES[i % n] + i // n for i, s in enumerate(symbols)}
-        try:
-            g_value = complex(g.evalf(30, subs=point))
-            p_value = complex(p.evalf(30, subs=point))
-        except (TypeError, ValueError, ArithmeticError):
-            return False  # not a number at that point (undefined there, or not evaluable)
-        if not all(map(math.isfinite, (g_value.real, g_value.imag, p_value.real, p_value.imag))):
-            return False
-        # round-to-6-decimals equality needs |g - p| < 1e-6; sympy floats carry 15 digits
-        if abs(g_value - p_value) <= 1e-6 + 1e-9 * max(abs(g_value), abs(p_value)):
-            return False
-    return True
+    g, p = _concrete_functions(g, p)
+    symbols = sorted(g.free_symbols | p.free_symbols, key=str)
+    n = len(_PROBE_VALUES)
+    point = {s: _PROBE_VALUES[i % n] + i // n for i, s in enumerate(symbols)}
+    try:
+        g_value = complex(g.evalf(30, subs=point))
+        p_value = complex(p.evalf(30, subs=point))
+    except (TypeError, ValueError, ArithmeticError):
+        return False  # not a number at that point (undefined there, or not evaluable)
+    if not all(map(math.isfinite, (g_value.real, g_value.imag, p_value.real, p_value.imag))):
+        return False
+    # round-to-6-decimals equality needs |g - p| < 1e-6; sympy floats carry 15 digits
+    return abs(g_value - p_value) > 1e-6 + 1e-9 * max(abs(g_value), abs(p_value))
 
 
 def _concrete_functions(gold, pred):
