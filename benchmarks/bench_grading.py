@@ -187,7 +187,7 @@ def main() -> int:
         ratio = {name: plain[name][1] / runs[name][1] for name in halves}
         label = "headline" if workers == 2 else "        "
         print(f"{label} {workers} worker{'s' if workers > 1 else ' '}: steady state (warm) {ratio['warm']:.1f}x, "
-              f"cold start incl. worker start-up {ratio['cold']:.1f}x the plain loop's throughput")
+              f"cold start (worker start-up, parser warm-up) {ratio['cold']:.1f}x, of the plain loop's throughput")
 
     first = next(iter(graded.values()))
     labels = {w: [g.correct for name in halves for g in runs[name][0]] for w, runs in graded.items()}

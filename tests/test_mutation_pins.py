@@ -51,7 +51,7 @@ def test_dual_clip_reaches_the_token_objective_and_the_loss():
     # one on-policy token, r = 5, A = -2, eps = 0.1: min(-10, -2.2) = -10; c = 3 lifts it to -6 -> loss 6
     logp = torch.log(torch.tensor([[5.0]], dtype=torch.float64))
     old = torch.zeros(1, 1, dtype=torch.float64)
-    kwargs = dict(clip_eps=0.1, clip_ratio_c=3.0, lam=1.0, gamma=0.1)
+    kwargs = {"clip_eps": 0.1, "clip_ratio_c": 3.0, "lam": 1.0, "gamma": 0.1}
     assert hybrid_token_objective(logp, old, [-2.0], torch.zeros(1, 1), **kwargs).item() == pytest.approx(-6.0)
     loss = hybrid_loss(logp, old, torch.tensor([-2.0], dtype=torch.float64), torch.zeros(1, 1), torch.ones(1, 1), **kwargs)
     assert loss.item() == pytest.approx(6.0)
@@ -92,6 +92,34 @@ def test_process_advantages_by_hand():
         np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)  # the outcome term is float32
 
 
+def test_process_advantages_groups_kept_apart_and_small_step_pools():
+    eps = 0.01
+    # group g: rewards 1, 0 -> mean 1/2, unbiased std sqrt(0.5); no steps at all (listed first)
+    og = 0.5 / (math.sqrt(0.5) + eps)
+    # group h: rewards 0, 0 -> outcome 0; two pooled steps 0.9, 0.3: mean 0.6, unbiased std sqrt(0.18)
+    b = 0.3 / (math.sqrt(0.18) + eps)
+    # group k: one rollout (mean 0, std 1 -> 1 / 1.01) with one step: a pool of one scores 0 (r = its mean)
+    steps = {2: [(1, 0.9)], 3: [(2, 0.3)], 4: [(1, 0.7)]}
+    adv = process_advantages([1.0, 0.0, 0.0, 0.0, 1.0], steps, ["g", "g", "h", "h", "k"], [1, 1, 2, 2, 1], eps=eps)
+    expected = [[og], [-og], [b, 0.0], [-b, -b], [1 / 1.01]]
+    for got, want in zip(adv, expected):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_grpo_advantages_dtype_centering_and_bad_shapes():
+    from scope_bench.core.advantages import grpo_advantages
+
+    assert grpo_advantages([1.0, 0.0], ["a", "a"]).dtype == np.float32  # verl's numbers are float32
+    # rewards that carry a gradient are detached
+    got = grpo_advantages(torch.tensor([1.0, 0.0], requires_grad=True), ["a", "a"])
+    assert not got.requires_grad
+    # without std normalisation: R - mean = 2/3, -1/3, -1/3
+    np.testing.assert_allclose(grpo_advantages([1.0, 0.0, 0.0], ["a"] * 3, norm_by_std=False), [2 / 3, -1 / 3, -1 / 3],
+                               rtol=1e-6)
+    with pytest.raises(ValueError, match="one score per rollout, got shape \\(1, 1\\)"):
+        grpo_advantages([[1.0]], ["a"])
+
+
 # --- core/config.py ----------------------------------------------------------------------------------
 
 def test_config_bounds_are_exactly_where_documented():
@@ -102,12 +130,12 @@ def test_config_bounds_are_exactly_where_documented():
     # refused at the edge, each naming its key
     for kwargs, key in [({"min_failures": 0}, "scope.min_failures"), ({"max_response_tokens": 0}, "scope.max_response_tokens"),
                         ({"prefix_source": "all"}, "scope.prefix_source"), ({"stats_scope": "x"}, "scope.stats_scope")]:
-        with pytest.raises(ValueError, match=key):
+        with pytest.raises(ValueError, match="^" + key.replace(".", r"\.") + " must"):
             ScopeConfig(**kwargs)
     for kwargs, key in [({"clip_eps": 0.0}, "loss.clip_eps"), ({"clip_eps": 1.0}, "loss.clip_eps"),
                         ({"gamma": 0.0}, "loss.gamma"), ({"lam": -0.1}, "loss.lam"),
                         ({"clip_ratio_c": 1.0}, "loss.clip_ratio_c")]:
-        with pytest.raises(ValueError, match=key):
+        with pytest.raises(ValueError, match="^" + key.replace(".", r"\.") + " must"):
             LossConfig(**kwargs)
     with pytest.raises(ValueError, match="batch, group"):
         ScopeConfig(stats_scope="epoch")
@@ -135,7 +163,7 @@ def test_method_defaults_and_prm_reward_config():
     prm(weight=0.0, aggregate="mean", form="step")
     for kwargs, key in [({"weight": -0.1}, "prm_reward.weight"), ({"aggregate": "max"}, "prm_reward.aggregate"),
                         ({"form": "token"}, "prm_reward.form")]:
-        with pytest.raises(ValueError, match=key):
+        with pytest.raises(ValueError, match="^" + key.replace(".", r"\.") + " must"):
             prm(**kwargs)
     defaults = config.method_defaults()
     assert defaults["loss"]["clip_eps"] == 0.2 and defaults["loss"]["clip_ratio_c"] == 3.0
@@ -320,6 +348,9 @@ def test_mix_joins_prefix_and_suffix_with_exactly_one_step_separator():
     # prefix ending mid-line: a blank line
     m = _mixed("s1", "\nB", 2)
     assert m.text == "s1\n\nB" and m.token_ids == _tok("s1") + _tok("\n\nB")
+    # only newlines are stripped: a leading space or letter stays
+    assert _mixed("s1\n\n", " B", 4).text == "s1\n\n B"
+    assert _mixed("s1\n\n", "\nX = 2", 4).text == "s1\n\nX = 2"
     # no prefix: the suffix alone, without leading newlines
     m = _mixed("", "\n\nB", 0)
     assert m.text == "B" and m.offpolicy_mask == [1]
@@ -332,6 +363,7 @@ def test_stage_metrics_by_hand():
     outcomes = [
         record("not_gated", "too_few_failures"),
         record("rectified", None, 3, 4),                   # keep 3/4
+        record("rectified", None, 1, 4),                   # keep 1/4
         record("rectified", None, 0, 0),                   # empty rollout: no keep ratio
         record("skipped", "suffix_wrong", 1, 2),           # skipped: its ratio does not count
         record("skipped", "refiner_error:timeout"),
@@ -339,13 +371,68 @@ def test_stage_metrics_by_hand():
         record("skipped", "too_long"),
         record("skipped", "prefix_rewritten"),
     ]
-    got = stage_metrics(outcomes, 9)
-    assert got == {"groups_total": 9, "groups_gated": 7, "groups_rectified": 2, "groups_skipped": 5,
+    got = stage_metrics(outcomes, 10)
+    assert got == {"groups_total": 10, "groups_gated": 8, "groups_rectified": 3, "groups_skipped": 5,
                    "refiner_failures": 3,  # suffix_wrong, refiner_error:timeout, prefix_rewritten
-                   "keep_ratio": 0.75, "skip/prefix_rewritten": 1, "skip/refiner_error:timeout": 1,
+                   "keep_ratio": 0.5,  # (3/4 + 1/4) / 2
+                   "skip/prefix_rewritten": 1, "skip/refiner_error:timeout": 1,
                    "skip/suffix_wrong": 1, "skip/too_long": 2}
     # skip counts listed in the order of their reason
     assert [k for k in got if k.startswith("skip/")] == [
         "skip/prefix_rewritten", "skip/refiner_error:timeout", "skip/suffix_wrong", "skip/too_long"]
     assert stage_metrics(None, 3) == {"groups_total": 3, "groups_gated": 0, "groups_rectified": 0,
                                       "groups_skipped": 0, "refiner_failures": 0, "keep_ratio": None}
+
+
+# --- grading/: choice, extract, equivalence, verl_reward (fast paths only: no worker process) --------
+
+def test_choice_boxed_forms():
+    from scope_bench.grading.choice import choice_reward, extract_choice
+
+    assert extract_choice(r"so \boxed{$C$}") == "C"  # math dollars inside the box
+    # a glued pair of letters in the last box is a hedge (no answer), even after an earlier single answer
+    assert extract_choice("Answer: B\n\nOn reflection, \\boxed{AC}") is None
+    # the LAST box's position decides against an anchor between two boxes
+    assert extract_choice("First \\boxed{A}. Answer: B. Finally \\boxed{C}") == "C"
+    # the later statement wins, whatever its letter
+    assert extract_choice("Answer: C, checking... \\boxed{A}") == "A"
+    # an anchored answer ends at its line: an option named on the next line is not a second choice
+    assert extract_choice("ANSWER: C\nor B if we misread the question") == "C"
+    assert extract_choice(r"\boxed{B}", n_options=2) == "B"  # two options is allowed
+    assert choice_reward(r"\boxed{E}", "E", n_options=4) == 0.0  # E is not an option of four
+    assert choice_reward(r"\boxed{E}", "E") == 1.0
+
+
+def test_fallback_answer_spans():
+    from scope_bench.grading.extract import extract_answer
+
+    assert extract_answer("The answer is $$12$$, so done.") == "12"
+    assert extract_answer("the answer is \\(x=1\\) and y. So") == "x=1"
+    assert extract_answer("the answer is \\[x=1\\] and y. So") == "x=1"
+    assert extract_answer("The answer is $12 dollars") == "12 dollars"  # unclosed dollar: the rest of the line
+
+
+def test_answers_match_keeps_the_fast_paths_verdict_on_tiny_numbers():
+    from scope_bench.grading import equivalence
+    from scope_bench.grading.equivalence import answers_match, two_stage_parsing, verify_slow
+
+    # the documented exception: Math-Verify calls 2.88e-19 and 1.325e-27 equal, the exact fast path does not
+    assert answers_match("1.325e-27", "2.88e-19") is False
+    # nothing parses: no match
+    assert verify_slow("5", "") is False and verify_slow("", "5") is False
+    two_stage_parsing(False)
+    try:
+        assert equivalence._TWO_STAGE["enabled"] is False
+    finally:
+        two_stage_parsing(True)
+    assert equivalence._TWO_STAGE["enabled"] is True
+
+
+def test_reward_routing_by_source():
+    from scope_bench.grading.verl_reward import compute_score, is_choice_source
+
+    assert is_choice_source("Idavidrein/GPQA") and is_choice_source("ARC-Challenge") and is_choice_source("TIGER-Lab/MMLU-Pro")
+    assert not is_choice_source("math500")
+    # "The correct option is B" is an answer only to the multiple-choice grader (the math one finds none)
+    assert compute_score("gpqa_diamond", "The correct option is B", "B") == 1.0
+    assert compute_score("math", "The correct option is B", "B") == 0.0

@@ -131,8 +131,9 @@ def two_stage_parsing(enabled: bool | None = None) -> None:
     ANTLR parser predicting alternatives in LL mode, whose full-context predictions are never cached.
     SLL prediction is cached and several times cheaper, and ANTLR guarantees that an SLL parse that
     succeeds is the tree LL would build; where SLL reports a syntax error, the input is parsed again in
-    LL. So the parse trees, and every label, are Math-Verify's own (checked on the real rows by the
-    tests). Installed by the first slow-path grade; `enabled=False` restores plain LL parsing (to
+    LL (whose full-context predictions are then cached, `_full_context_cache_class`). So the parse
+    trees, and every label, are Math-Verify's own (checked on the real rows by the tests). Installed
+    by the first slow-path grade; `enabled=False` restores plain LL parsing (to
     compare), `True` turns it back on, None leaves the setting as it is.
     """
     if enabled is not None:
@@ -159,7 +160,7 @@ def _sll_then_ll(parser, parse_rule):
 
     SLL fails on every `x^2` (the grammar's `atom_expr` needs full context to tell `x^{2}` from
     `x^{2}_{1}`), so about one parse in ten reaches LL, where each such decision is a full-context
-    prediction ANTLR never caches; `_FullContextCache` caches them."""
+    prediction ANTLR never caches; `_full_context_cache_class` caches them."""
     from antlr4.atn.PredictionMode import PredictionMode
 
     def run():
@@ -192,13 +193,16 @@ def _full_context_cache_class():
     only state latex2sympy's grammar predicates read) and the types of the tokens it reads from the
     decision's start: it reads them one at a time until one alternative remains. So a cached
     prediction whose token types match the upcoming input from the start is the prediction ANTLR
-    would compute; the tests check the trees against plain LL parsing on the real rows.
+    would compute (a hit skips only its reports to error listeners of context sensitivity and
+    ambiguity, which latex2sympy's listener ignores); the tests check the trees against plain LL
+    parsing on the real rows.
     """
     from antlr4.atn.ParserATNSimulator import ParserATNSimulator
     from antlr4.Token import Token
 
     class FullContextCache(ParserATNSimulator):
         _deferred = object()
+        _read_up_to = -1  # the last token index a full-context prediction has read
 
         def computeStartState(self, p, ctx, fullCtx):
             if fullCtx:  # only called right before execATNWithFullContext: computed there on a miss
@@ -283,7 +287,8 @@ def verify_slow(pred: str, gold: str, *, disprove_numerically: bool = True) -> b
     a string (compared as a string) instead of being replaced by a fragment that parses (Math-Verify
     reads Minerva's `\\hbar \\omega(v+1 / 2)-...` as `2` otherwise). Before `verify` (whose
     `simplify` costs up to seconds on a wrong symbolic answer), `evaluates_differently` settles the
-    clearly wrong ones by evaluating both sides at one point.
+    clearly wrong ones by evaluating both sides at one point, or by their shapes (a number is never
+    an interval or a tuple; equations unwrapped as `verify` unwraps them).
     """
     from math_verify import verify
 
@@ -335,14 +340,12 @@ def _as_verify_compares(gold, pred):
     gold (`x = 5`, `SRMC = LRMC`) to a non-equation answer is its right-hand side."""
     from math_verify import grader
 
-    gold_assignment, pred_assignment = grader.is_assignment_relation(gold), grader.is_assignment_relation(pred)
     gold_equation, pred_equation = grader.is_equation(gold), grader.is_equation(pred)
     if pred_equation and not gold_equation:
         pred = grader.take_last_relation(pred).rhs
-    elif gold_assignment and not pred_equation:
+    elif grader.is_assignment_relation(gold) and not pred_equation:
         gold = grader.take_last_relation(gold).rhs
-    del pred_assignment  # both assignments stay relations (compared as such: no proof here)
-    return gold, pred
+    return gold, pred  # two equations stay relations, compared as such (no proof here)
 
 
 def _is_plain(x) -> bool:
