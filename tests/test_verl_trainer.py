@@ -72,8 +72,8 @@ def test_init_workers_installs_the_hybrid_loss_and_the_stage(trainer):
     assert group.loss_fn.keywords["loss_config"].lam == 0.5
     assert group.loss_fn.keywords["config"].policy_loss.loss_mode == "scope_hybrid"
     stage = t.method_stage
-    assert stage.stage == "scope" and type(stage.prm).__name__ == "VLLMPoolingPRM"
-    assert type(stage.refiner.inner).__name__ == "OpenAIRefiner" and stage.refiner.inner.concurrency == 32
+    assert stage.spec.name == "scope" and type(stage.prm).__name__ == "VLLMPoolingPRM"
+    assert type(stage.refiner.inner).__name__ == "OpenAIRefiner" and stage.refiner.inner.endpoint.concurrency == 32
 
 
 def test_stage_runs_before_old_logprobs_and_its_metrics_are_logged(trainer, tokenizer):
