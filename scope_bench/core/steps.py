@@ -90,13 +90,15 @@ def decode_with_offsets(tokenizer, ids: list[int], *, skip_special_tokens: bool 
             offsets.append((pos, pos + len(piece)))
             pos += len(piece)
         return text, offsets
-    ends, end = [], 0
+    ends, partial, end = [], [], 0
     for t in range(len(ids)):
-        end = max(end, _agreement(tokenizer.decode(ids[: t + 1], **options), text))
+        prefix = tokenizer.decode(ids[: t + 1], **options)
+        end = max(end, _agreement(prefix, text))
         ends.append(end)
+        partial.append(len(prefix) > end)  # ends in a character it does not complete
     offsets, start = [], 0
     for t, end in enumerate(ends):
-        if end == start:  # completes no character: part of the next one it helps complete
+        if end == start and partial[t]:  # part of the next character it helps complete
             later = next((e for e in ends[t + 1:] if e > start), start)
             offsets.append((start, later))
         else:
