@@ -25,8 +25,8 @@ def near_misses(monkeypatch):
     real tokens with their offsets, so every group is gated and has a verified prefix to keep."""
     import re
 
-    from scope_bench.engines.local import trainer
     from scope_bench.core.steps import decode_with_offsets
+    from scope_bench.engines.local import trainer
     from scope_bench.engines.local.policy import Sample
     from scope_bench.synthetic import parse_question
     from scope_bench.synthetic.task import answer_text, solution_steps

@@ -6,7 +6,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 
 
-
 @dataclass
 class ScopeConfig:
     """The rectification stage (docs/method.md, steps 1-6)."""

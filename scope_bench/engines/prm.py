@@ -184,7 +184,8 @@ class VLLMPoolingPRM:
         scores: list[list[float]] = [[] for _ in steps]
         for i, result in zip(todo, got):
             if isinstance(result, CallError):
-                raise RuntimeError(f"PRM server {self.url} failed after {self.endpoint.retries} retries: {result}")
+                raise RuntimeError(  # noqa: TRY004 - a failed call, not a bad argument
+                    f"PRM server {self.url} failed after {self.endpoint.retries} retries: {result}")
             missing = len(steps[i]) - len(result)
             self.truncated_steps += missing
             scores[i] = result + [0.0] * missing

@@ -9,7 +9,13 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from scope_bench.engines.methods import check_method_blocks, method_files, method_path, needs_prm, needs_refiner
+from scope_bench.engines.methods import (
+    check_method_blocks,
+    method_files,
+    method_path,
+    needs_prm,
+    needs_refiner,
+)
 from scope_bench.engines.stage import check_stage
 from scope_bench.paths import TRAINERS_DIR
 

@@ -28,10 +28,9 @@ from scope_bench.core import (
 )
 from scope_bench.core.advantages import process_advantages
 from scope_bench.core.config import from_dict
-from scope_bench.engines.local import checkpoint as ckpt
 from scope_bench.engines.components import build_prm, build_refiner
+from scope_bench.engines.local import checkpoint as ckpt
 from scope_bench.engines.local.config import to_yaml
-from scope_bench.engines.methods import needs_prm, needs_refiner
 from scope_bench.engines.local.data import batch_indices, load_rows
 from scope_bench.engines.local.policy import (
     encode_prompts,
@@ -41,6 +40,7 @@ from scope_bench.engines.local.policy import (
     resolve_device,
     response_logprobs,
 )
+from scope_bench.engines.methods import needs_prm, needs_refiner
 from scope_bench.engines.prompt import prompt_text
 from scope_bench.engines.stage import Timer, apply_stage, blank_metrics, tokenize_with_eos
 from scope_bench.paths import PROJECT_ROOT
