@@ -61,26 +61,13 @@ def drop_torn_end(path: str | Path) -> int:
     """Cut a last line that has no newline off the file (a write of a writer that ends every record
     with one, cut short by a kill); returns the number of bytes cut (0 when the file ends cleanly)."""
     path = Path(path)
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data.rfind(b"\n") + 1
     with path.open("r+b") as f:
-        size = f.seek(0, 2)
-        if size == 0:
-            return 0
-        f.seek(size - 1)
-        if f.read(1) == b"\n":
-            return 0
-        # find the last newline, reading backwards in blocks (a torn line can be long)
-        end, keep = size, 0
-        while end > 0:
-            start = max(0, end - 65536)
-            f.seek(start)
-            block = f.read(end - start)
-            i = block.rfind(b"\n")
-            if i >= 0:
-                keep = start + i + 1
-                break
-            end = start
         f.truncate(keep)
-    return size - keep
+    return len(data) - keep
 
 
 def read_rows(source: str | Path, split: str | None = None, config: str | None = None) -> list[dict[str, Any]]:

@@ -41,12 +41,12 @@ def tasks_dir(tmp_path):
 
 def test_shipped_tasks_give_the_paper_columns():
     bench = T.benchmarks()
-    assert T.ID_TASKS == PAPER_ID and T.OOD_TASKS == PAPER_OOD
+    assert bench.groups[0].tasks == PAPER_ID and bench.groups[1].tasks == PAPER_OOD
     assert bench.columns() == paper_reference()["table1"]["columns"]
     assert bench.columns(bench.groups[:1]) == paper_reference()["table2"]["columns"]
-    assert T.HEADERS == {"aime24": "AIME24", "aime25": "AIME25", "amc": "AMC", "math500": "MATH-500",
-                         "minerva": "Minerva", "olympiad": "Olympiad", "avg-id": "Avg.", "arc_c": "ARC-c",
-                         "gpqa_diamond": "GPQA*", "mmlu_pro": "MMLU-Pro", "avg-ood": "Avg."}
+    assert bench.headers == {"aime24": "AIME24", "aime25": "AIME25", "amc": "AMC", "math500": "MATH-500",
+                             "minerva": "Minerva", "olympiad": "Olympiad", "avg-id": "Avg.", "arc_c": "ARC-c",
+                             "gpqa_diamond": "GPQA*", "mmlu_pro": "MMLU-Pro", "avg-ood": "Avg."}
     assert bench.metric_note(bench.tasks) == "AIME24, AIME25, AMC: Avg@32; others: pass@1"
     t1 = T.table1([], reference=False)
     assert t1.groups == [("In-distribution", 7), ("Out-of-distribution", 4)]

@@ -69,6 +69,10 @@ def _always(cfg) -> bool:
     return True
 
 
+def _runs_anywhere(cfg, engine: str) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class Stage:
     """One registry entry. `needs_prm` / `needs_refiner` take the method config (any object with the
@@ -80,20 +84,21 @@ class Stage:
     needs_prm: Callable[[Any], bool] = _never
     needs_refiner: Callable[[Any], bool] = _never
     offpolicy: bool = False  # may put tokens the policy did not sample into rows (the off-policy mask)
-    check: Callable[[Any, str], str | None] = lambda cfg, engine: None
+    check: Callable[[Any, str], str | None] = _runs_anywhere
 
 
 STAGES: dict[str, Stage] = {}
 
 
-def register_stage(name: str, *, needs_prm=_never, needs_refiner=_never, offpolicy: bool = False, check=None):
+def register_stage(name: str, *, needs_prm=_never, needs_refiner=_never, offpolicy: bool = False,
+                   check=_runs_anywhere):
     """Decorator registering `fn(groups, ctx, result)` as stage `name` (as verl's `register_policy_loss`)."""
     def decorate(fn):
         old = STAGES.get(name)
         if old is not None and old.run is not None and (old.run.__module__, old.run.__qualname__) != (
                 fn.__module__, fn.__qualname__):
             raise ValueError(f"stage {name!r} is already registered by {old.run.__module__}.{old.run.__qualname__}")
-        STAGES[name] = Stage(name, fn, needs_prm, needs_refiner, offpolicy, check or (lambda cfg, engine: None))
+        STAGES[name] = Stage(name, fn, needs_prm, needs_refiner, offpolicy, check)
         return fn
     return decorate
 

@@ -97,17 +97,6 @@ def _benchmarks(tasks_dir: str | None) -> Benchmarks:
     return Benchmarks(groups, headers, labels)
 
 
-def __getattr__(name: str):
-    """`ID_TASKS`, `OOD_TASKS`, `HEADERS`: the default `tasks/`'s (read when first asked for)."""
-    if name == "ID_TASKS":
-        return benchmarks().groups[0].tasks
-    if name == "OOD_TASKS":
-        return benchmarks().groups[1].tasks
-    if name == "HEADERS":
-        return dict(benchmarks().headers)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 @dataclass(frozen=True)
 class Spread:
     """Mean ± standard deviation over `n` seeds (printed "56.3 ± 1.2"; bolding compares the mean)."""
