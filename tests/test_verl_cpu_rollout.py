@@ -67,6 +67,23 @@ def test_sampled_logprobs_are_the_models_after_temperature(server, prompts):
     assert plain[0].log_probs is None  # only when asked, as vLLM
 
 
+def test_a_sample_does_not_depend_on_its_batch_or_arrival_order(prompts):
+    """Per-request seeds (as vLLM's `SamplingParams.seed`): a verl CPU run samples the same rollouts
+    whichever requests happen to share a batch, so a seeded run repeats."""
+    a, b, c = prompts
+    params = {"temperature": 1.0, "max_tokens": 16}
+    one = HFRolloutServer(str(tiny_model()), seed=0, max_model_len=256, batch_wait_s=0.01)
+    first = asyncio.run(_together(one, [a, b, c, a], params))
+    other = HFRolloutServer(str(tiny_model()), seed=0, max_model_len=256, batch_wait_s=0.01)
+    alone = asyncio.run(_together(other, [a], params))
+    rest = asyncio.run(_together(other, [c, a, b], params))
+    tokens = [o.token_ids for o in first]
+    assert tokens == [alone[0].token_ids, rest[2].token_ids, rest[0].token_ids, rest[1].token_ids]
+    assert tokens[0] != tokens[3]  # the second rollout of a prompt is a new draw, not a copy
+    reseeded = HFRolloutServer(str(tiny_model()), seed=1, max_model_len=256, batch_wait_s=0.01)
+    assert asyncio.run(_together(reseeded, [a], params))[0].token_ids != tokens[0]  # the run's seed counts
+
+
 def test_top_p_and_top_k_keep_the_nucleus():
     torch.manual_seed(0)
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)

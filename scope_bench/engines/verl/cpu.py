@@ -21,6 +21,7 @@ The config side (fsdp2, sdpa attention, no remove-padding, float32, small batche
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import types
 from contextlib import contextmanager
@@ -187,10 +188,12 @@ def _plain_gloo(init_process_group):
 # --------------------------------------------------------------------------- the HF rollout
 
 
-def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: int):
+def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: int,
+                 generators: list[torch.Generator] | None = None):
     """Next tokens under the sampling settings, and their log-probs as vLLM reports them by default
     (`logprobs_mode=processed_logprobs`: after temperature, before top-k/top-p). Greedy at
-    temperature 0."""
+    temperature 0. Row i draws from `generators[i]`, so what a request samples does not depend on
+    which other requests shared its batch."""
     logits = logits.float()
     if temperature <= 0:
         token = logits.argmax(dim=-1)
@@ -204,8 +207,20 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: 
         sorted_probs, order = torch.sort(probs, descending=True, dim=-1)
         mass_before = sorted_probs.cumsum(dim=-1) - sorted_probs  # the nucleus: tokens reached before top_p
         keep &= torch.zeros_like(keep).scatter(-1, order, mass_before < top_p)
-    token = torch.multinomial(torch.where(keep, probs, 0.0), 1).squeeze(-1)
+    kept = torch.where(keep, probs, 0.0)
+    if generators is None:
+        token = torch.multinomial(kept, 1).squeeze(-1)
+    else:
+        token = torch.cat([torch.multinomial(row, 1, generator=g) for row, g in zip(kept, generators)])
     return token, logprobs.gather(-1, token[:, None]).squeeze(-1)
+
+
+def request_seed(seed: int, replica_rank: int, weights_version, prompt_ids: list[int], repeat: int) -> int:
+    """The seed of one request, from what it is rather than when it arrived (vLLM's per-request
+    `seed`): the run's seed, the replica, the weights it is sampled under, the prompt, and how many
+    requests with this prompt came before it under these weights (the k-th of a group's n rollouts)."""
+    key = f"{seed}|{replica_rank}|{weights_version}|{repeat}|{','.join(map(str, prompt_ids))}"
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
 
 
 class HFRolloutServer:
@@ -221,6 +236,7 @@ class HFRolloutServer:
         from transformers import AutoConfig, AutoModelForCausalLM
 
         torch.manual_seed(seed + replica_rank)
+        self.seed, self.replica_rank = seed, replica_rank
         config = AutoConfig.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(
             model_path, dtype=getattr(torch, dtype), attn_implementation="sdpa").eval()
@@ -231,6 +247,7 @@ class HFRolloutServer:
         self.batch_wait_s = batch_wait_s
         self.global_steps = None
         self.weight_syncs = 0
+        self._repeats: dict = {}  # (weights version, prompt) -> requests seen: the k of request_seed
         self._queue: list = []
         self._worker: asyncio.Task | None = None
 
@@ -238,8 +255,13 @@ class HFRolloutServer:
         params = dict(sampling_params)
         max_tokens = int(params.pop("max_tokens", None) or params.pop("max_new_tokens", None) or 0)
         max_tokens = max(1, min(max_tokens or self.max_model_len, self.max_model_len - len(prompt_ids)))
+        prompt_ids = list(prompt_ids)
+        if params.get("seed") is None:
+            key = (self.weight_syncs, tuple(prompt_ids))
+            self._repeats[key] = repeat = self._repeats.get(key, 0) + 1
+            params["seed"] = request_seed(self.seed, self.replica_rank, self.weight_syncs, prompt_ids, repeat)
         future = asyncio.get_running_loop().create_future()
-        self._queue.append((list(prompt_ids), params, max_tokens, future))
+        self._queue.append((prompt_ids, params, max_tokens, future))
         if self._worker is None or self._worker.done():
             self._worker = asyncio.create_task(self._drain())
         return await future
@@ -274,6 +296,7 @@ class HFRolloutServer:
         ids = torch.tensor([[self.pad_id] * (width - len(p)) + p for p in prompts])
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts])
         n = len(prompts)
+        generators = [torch.Generator().manual_seed(int(item[1]["seed"])) for item in items]
         done = torch.zeros(n, dtype=torch.bool)
         tokens, logprobs = [[] for _ in range(n)], [[] for _ in range(n)]
         past, step_input = None, ids
@@ -282,7 +305,7 @@ class HFRolloutServer:
             out = self.model(input_ids=step_input, attention_mask=attention, position_ids=positions,
                              past_key_values=past, use_cache=True)
             past = out.past_key_values
-            token, logprob = _sample_next(out.logits[:, -1], temperature, top_p, top_k)
+            token, logprob = _sample_next(out.logits[:, -1], temperature, top_p, top_k, generators)
             for i in range(n):
                 if not done[i]:
                     tokens[i].append(int(token[i]))
@@ -306,6 +329,7 @@ class HFRolloutServer:
         self.model.load_state_dict(state, strict=False)
         self.global_steps = global_steps
         self.weight_syncs += 1
+        self._repeats.clear()
         return len(state)
 
     def stats(self) -> dict:
