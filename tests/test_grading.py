@@ -42,6 +42,7 @@ from scope_bench.grading.normalize import normalize_answer, parse_number
         (r"the answer is \boxed{\frac{1}{2}", None),  # unbalanced: the last box never closes
         (r"\boxed{1} and later \boxed{2", None),  # an earlier box does not stand in for it
         (r"\boxed{}", None),
+        ("so \\boxed\n{5}.", "5"),  # whitespace before the brace, a newline included, as in LaTeX
     ],
 )
 def test_extract_answer(text, expected):
@@ -104,6 +105,7 @@ def test_equivalent(pred, gold):
         ("25.001", "25"),  # an exact gold gets no relative tolerance
         ("1", "1000"),
         ("1, 000", "1"),
+        ("1, 234", "1234"),  # a list of two numbers, not 1,234 (Math-Verify: {1, 234})
         ("1 < x < 2", "(1,2)"),  # gold interval does not accept the inequality (Math-Verify)
         (r"\frac{1}{3}", "0.33"),
         ("7.4e-12", "0"),  # tiny numbers in scientific notation are not rounded to 6 decimals

@@ -61,7 +61,7 @@ def last_boxed(text: str) -> str | None:
     if not matches:
         return None
     after = matches[-1].end()
-    rest = text[after:].lstrip(" ")
+    rest = text[after:].lstrip()  # `\boxed {5}` and `\boxed\n{5}` are `\boxed{5}` in LaTeX
     if rest.startswith("{"):
         return braced(text, len(text) - len(rest))
     token = re.match(r"[^\s$]+", rest)  # `\boxed 5`

@@ -48,7 +48,7 @@ def normalize_answer(answer: str) -> str:
     assign = _ASSIGN_RE.match(s)
     if assign and "=" not in assign.group(1):
         s = assign.group(1)
-    if _THOUSANDS_RE.fullmatch(s.replace(" ", "")):
+    if _THOUSANDS_RE.fullmatch(s):  # `1,234` is a number; `1, 234` is two (a list, as for Math-Verify)
         s = s.replace(",", "")
     s = re.sub(r"\s+", "", s)
     s = _fix_fracs(s)
