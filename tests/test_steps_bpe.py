@@ -207,3 +207,19 @@ def test_decode_with_offsets_when_a_token_holds_half_a_character(tok):
     ids, _ = token_offsets(tok, text)
     assert ["ðŁ", "ĻĤ"] == tok.convert_ids_to_tokens(ids)[5:7]  # the split character
     assert_same_step_spans(tok, ids, text)
+
+
+@pytest.mark.parametrize("text", [
+    "emoji \U0001f642\n\n\U0001f642 ok.\n\nNext step.\n\nThird.",
+    "所以答案是 \U0001d538 🙂 é.\n\n所",  # CJK and astral characters, several tokens each
+    "a\ufffdb 所",  # the text itself holds a replacement character, then a space and a split character
+    "🙂🙂🙂",
+])
+def test_incremental_decode_equals_decoding_every_prefix(tok, text):
+    """The linear path (a window per token, as vLLM's detokenizer reads) gives what decoding every prefix
+    gives (exact, quadratic: seconds for one 4k-token row with a split character)."""
+    options = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+    ids, _ = token_offsets(tok, text)
+    assert "".join(tok.batch_decode([[i] for i in ids], **options)) != text  # the fast path cannot do it
+    incremental = steps._ends_incrementally(tok, ids, text, options)
+    assert incremental is not None and incremental == steps._ends_by_prefixes(tok, ids, text, options)

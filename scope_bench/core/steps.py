@@ -77,10 +77,10 @@ def decode_with_offsets(tokenizer, ids: list[int], *, skip_special_tokens: bool 
     `encode_with_offsets`, for samples whose tokenization need not be the canonical one).
 
     Tokens decoded one by one give the spans when they add up to the full decode. A character split
-    over tokens (multi-byte UTF-8 in byte-level BPE) breaks that; then each token ends where the decode
-    of the ids up to it stops agreeing with the full text (exact for any tokenizer, quadratic, and only
-    for such rows), and a token holding part of a character spans that whole character, as the
-    tokenizer's own offsets do."""
+    over tokens (multi-byte UTF-8 in byte-level BPE) breaks that; then each token's end is where the
+    text decoded so far stops (read incrementally over a few tokens of context, as vLLM's detokenizer
+    does; exact decodes of every prefix where that does not rebuild the text), and a token holding
+    part of a character spans that whole character, as the tokenizer's own offsets do."""
     options = {"skip_special_tokens": skip_special_tokens, "clean_up_tokenization_spaces": False}
     text = tokenizer.decode(ids, **options)
     pieces = tokenizer.batch_decode([[i] for i in ids], **options)
@@ -90,21 +90,48 @@ def decode_with_offsets(tokenizer, ids: list[int], *, skip_special_tokens: bool 
             offsets.append((pos, pos + len(piece)))
             pos += len(piece)
         return text, offsets
-    ends, partial, end = [], [], 0
-    for t in range(len(ids)):
-        prefix = tokenizer.decode(ids[: t + 1], **options)
-        end = max(end, _agreement(prefix, text))
-        ends.append(end)
-        partial.append(len(prefix) > end)  # ends in a character it does not complete
+    ends = _ends_incrementally(tokenizer, ids, text, options) or _ends_by_prefixes(tokenizer, ids, text, options)
     offsets, start = [], 0
-    for t, end in enumerate(ends):
-        if end == start and partial[t]:  # part of the next character it helps complete
-            later = next((e for e in ends[t + 1:] if e > start), start)
+    for t, (end, partial) in enumerate(ends):
+        if end == start and partial:  # part of the next character it helps complete
+            later = next((e for e, _ in ends[t + 1:] if e > start), start)
             offsets.append((start, later))
         else:
             offsets.append((start, end))
             start = end
     return text, offsets
+
+
+CONTEXT_TOKENS = 6  # tokens decoded before the new ones, so a window starts as the full decode does
+
+
+def _ends_incrementally(tokenizer, ids, text, options) -> list[tuple[int, bool]] | None:
+    """What `_ends_by_prefixes` gives, decoding only the tokens since the last complete character
+    plus a few of context (linear time); None when the windows do not rebuild `text`."""
+    ends, end, pos, read, context = [], 0, 0, 0, ""
+    for t in range(len(ids)):
+        window = tokenizer.decode(ids[max(0, read - CONTEXT_TOKENS): t + 1], **options)
+        if not window.startswith(context):
+            return None
+        new = window[len(context):]
+        end = max(end, pos + _agreement(new, text[pos: pos + len(new)]))
+        ends.append((end, pos + len(new) > end))
+        if not new.endswith("\ufffd"):  # the decode so far ends on a whole character
+            if end != pos + len(new):
+                return None
+            pos, read = end, t + 1
+            context = tokenizer.decode(ids[max(0, read - CONTEXT_TOKENS): read], **options)
+    return ends if pos == len(text) else None
+
+
+def _ends_by_prefixes(tokenizer, ids, text, options) -> list[tuple[int, bool]]:
+    """The same from the decode of every prefix: exact for any tokenizer, quadratic."""
+    ends, end = [], 0
+    for t in range(len(ids)):
+        prefix = tokenizer.decode(ids[: t + 1], **options)
+        end = max(end, _agreement(prefix, text))
+        ends.append((end, len(prefix) > end))  # ends in a character it does not complete
+    return ends
 
 
 def _agreement(prefix: str, text: str) -> int:
