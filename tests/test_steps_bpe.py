@@ -223,3 +223,19 @@ def test_incremental_decode_equals_decoding_every_prefix(tok, text):
     assert "".join(tok.batch_decode([[i] for i in ids], **options)) != text  # the fast path cannot do it
     incremental = steps._ends_incrementally(tok, ids, text, options)
     assert incremental is not None and incremental == steps._ends_by_prefixes(tok, ids, text, options)
+
+
+def test_incremental_decode_of_sampled_rows_ending_in_eos_or_cut_inside_a_character(tok):
+    """What sampling gives: a row ending in the end-of-text token (skipped in the text), and a row cut by
+    the length limit between the two tokens of an emoji (its text ends in a replacement character). Both
+    stay on the linear path and give what decoding every prefix gives."""
+    ids, _ = token_offsets(tok, "So 🙂 is 5.\n\n🙂")  # the last emoji is two tokens
+    options = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
+    for row in (ids + [tok.eos_token_id], ids[:-1]):
+        text = tok.decode(row, **options)
+        assert text.endswith(("🙂", "\ufffd"))
+        incremental = steps._ends_incrementally(tok, row, text, options)
+        assert incremental is not None and incremental == steps._ends_by_prefixes(tok, row, text, options)
+        assert incremental[-1][0] == len(text)
+    spans = decode_with_offsets(tok, ids + [tok.eos_token_id])[1]
+    assert spans[-1] == (spans[-2][1], spans[-2][1])  # the skipped end-of-text token is empty

@@ -121,7 +121,7 @@ def _ends_incrementally(tokenizer, ids, text, options) -> list[tuple[int, bool]]
                 return None
             pos, read = end, t + 1
             context = tokenizer.decode(ids[max(0, read - CONTEXT_TOKENS): read], **options)
-    return ends if pos == len(text) else None
+    return ends if end == len(text) else None  # every character reached (a row may end inside one)
 
 
 def _ends_by_prefixes(tokenizer, ids, text, options) -> list[tuple[int, bool]]:
