@@ -231,11 +231,23 @@ def test_incremental_decode_of_sampled_rows_ending_in_eos_or_cut_inside_a_charac
     stay on the linear path and give what decoding every prefix gives."""
     ids, _ = token_offsets(tok, "So 🙂 is 5.\n\n🙂")  # the last emoji is two tokens
     options = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
-    for row in (ids + [tok.eos_token_id], ids[:-1]):
+    for row in (ids + [tok.eos_token_id], ids[:-1], ids[:2] + [tok.eos_token_id] + ids[2:]):
         text = tok.decode(row, **options)
-        assert text.endswith(("🙂", "\ufffd"))
+        assert text.endswith(("🙂", "\ufffd")) and tok.eos_token not in text
         incremental = steps._ends_incrementally(tok, row, text, options)
         assert incremental is not None and incremental == steps._ends_by_prefixes(tok, row, text, options)
         assert incremental[-1][0] == len(text)
     spans = decode_with_offsets(tok, ids + [tok.eos_token_id])[1]
     assert spans[-1] == (spans[-2][1], spans[-2][1])  # the skipped end-of-text token is empty
+
+
+@pytest.mark.parametrize("text", ["emoji \U0001f642\n\n\U0001f642 ok.\n\nNext step.\n\nThird.", "a\ufffdb 所"])
+def test_decode_with_offsets_falls_back_to_every_prefix(tok, monkeypatch, text):
+    """Where the windows cannot rebuild the text (`_ends_incrementally` gives None: a tokenizer whose
+    decode of a window differs from the full decode's), the every-prefix decode gives the spans."""
+    ids, _ = token_offsets(tok, text)
+    for row in (ids, ids + [tok.eos_token_id]):
+        expected = decode_with_offsets(tok, row)
+        monkeypatch.setattr(steps, "_ends_incrementally", lambda *args: None)
+        assert decode_with_offsets(tok, row) == expected
+        monkeypatch.undo()
