@@ -84,6 +84,22 @@ def test_a_sample_does_not_depend_on_its_batch_or_arrival_order(prompts):
     assert asyncio.run(_together(reseeded, [a], params))[0].token_ids != tokens[0]  # the run's seed counts
 
 
+def test_a_resumed_server_samples_as_an_uninterrupted_one(prompts):
+    """The weights version in a request's seed is the training step the weights come from, not how many
+    syncs this process has seen: a run resumed at step 3 (one sync) samples as one that synced 3 times."""
+    params = {"temperature": 1.0, "max_tokens": 16}
+    uninterrupted = HFRolloutServer(str(tiny_model()), seed=0, max_model_len=256, batch_wait_s=0.01)
+    resumed = HFRolloutServer(str(tiny_model()), seed=0, max_model_len=256, batch_wait_s=0.01)
+    state = uninterrupted.model.state_dict()
+    for step in (1, 2, 3):
+        uninterrupted.load_weights(state, global_steps=step)
+    resumed.load_weights(state, global_steps=3)
+    tokens = [o.token_ids for o in asyncio.run(_together(uninterrupted, prompts, params))]
+    assert tokens == [o.token_ids for o in asyncio.run(_together(resumed, prompts, params))]
+    resumed.load_weights(state, global_steps=4)  # the next step's weights: new draws
+    assert tokens != [o.token_ids for o in asyncio.run(_together(resumed, prompts, params))]
+
+
 def test_top_p_and_top_k_keep_the_nucleus():
     torch.manual_seed(0)
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(2000, 1)

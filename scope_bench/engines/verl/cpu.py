@@ -217,8 +217,9 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_p: float, top_k: 
 
 def request_seed(seed: int, replica_rank: int, weights_version, prompt_ids: list[int], repeat: int) -> int:
     """The seed of one request, from what it is rather than when it arrived (vLLM's per-request
-    `seed`): the run's seed, the replica, the weights it is sampled under, the prompt, and how many
-    requests with this prompt came before it under these weights (the k-th of a group's n rollouts)."""
+    `seed`): the run's seed, the replica, the weights it is sampled under (the training step they
+    come from, so a resumed run samples as an uninterrupted one), the prompt, and how many requests
+    with this prompt came before it under these weights (the k-th of a group's n rollouts)."""
     key = f"{seed}|{replica_rank}|{weights_version}|{repeat}|{','.join(map(str, prompt_ids))}"
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "little") & (2**63 - 1)
 
@@ -257,9 +258,10 @@ class HFRolloutServer:
         max_tokens = max(1, min(max_tokens or self.max_model_len, self.max_model_len - len(prompt_ids)))
         prompt_ids = list(prompt_ids)
         if params.get("seed") is None:
-            key = (self.weight_syncs, tuple(prompt_ids))
+            version = self.global_steps if self.global_steps is not None else self.weight_syncs
+            key = (version, tuple(prompt_ids))
             self._repeats[key] = repeat = self._repeats.get(key, 0) + 1
-            params["seed"] = request_seed(self.seed, self.replica_rank, self.weight_syncs, prompt_ids, repeat)
+            params["seed"] = request_seed(self.seed, self.replica_rank, version, prompt_ids, repeat)
         future = asyncio.get_running_loop().create_future()
         self._queue.append((prompt_ids, params, max_tokens, future))
         if self._worker is None or self._worker.done():
