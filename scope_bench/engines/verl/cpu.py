@@ -236,7 +236,6 @@ class HFRolloutServer:
                  replica_rank: int = 0, batch_wait_s: float = 0.05):
         from transformers import AutoConfig, AutoModelForCausalLM
 
-        torch.manual_seed(seed + replica_rank)
         self.seed, self.replica_rank = seed, replica_rank
         config = AutoConfig.from_pretrained(model_path)
         self.model = AutoModelForCausalLM.from_pretrained(
