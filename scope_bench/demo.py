@@ -7,10 +7,12 @@
 
 Steps: (1) held-out ID and OOD eval sets, (2) the cached warm start (SFT on 2-4-operation chains),
 (3) every (method, seed) trained from it in the demo's world (RL on 4-6-operation chains, a teacher
-writing in its own style, a noisy PRM; `WORLD`) and evaluated on both sets, `--workers` runs side by
-side, (4) the report: Table 1 with mean ± std over seeds, the four verdicts, Tables 3 and 4, the
-training figure. Everything is written as it is made: a rerun reuses finished training runs and
-evaluated samples and resumes whatever was interrupted.
+writing in its own style, a noisy PRM; `WORLD`) and evaluated on both sets (greedy pass@1; samples
+for pass@k and diversity on some ID problems), `--workers` runs side by side, (4) the report: the
+positive control (GRPO vs the warm start), Table 1 with mean ± std over seeds, the four verdicts
+(intervals and detectable effects, docs/verdicts.md), Tables 3 and 4, the training figure.
+Everything is written as it is made: a rerun reuses finished training runs and evaluated samples and
+resumes whatever was interrupted.
 
 Reproducibility: the warm start and each run are determined by their seed and settings (a run does
 not depend on which worker ran it or in what order) for a given thread count: torch's CPU kernels
@@ -36,12 +38,15 @@ EVAL_SEED = 0
 DEFAULT_METHODS = "grpo,scope,luffy,prm-reward,scope-weak"
 # The demo's world (each value documented in trainers/base.yaml): RL prompts of 4-6 operations (the
 # warm start's hardest, then one and two steps beyond it, where it rarely succeeds), a teacher that
-# writes in its own layout, a PRM that errs on 5% of steps.
-WORLD = ("data.difficulties=[hard,ops5,ops6]", "refiner.style=shifted", "prm.fp_rate=0.05", "prm.fn_rate=0.05")
+# writes in its own layout, a PRM that errs on 5% of steps, and a warm start that writes a careless
+# line (two operations at once, after a careful first line) with chance 0.6: the habit plain RL can
+# unlearn on every problem, without which GRPO had nothing shared to learn (docs/demo.md).
+WORLD = ("data.difficulties=[hard,ops5,ops6]", "refiner.style=shifted", "prm.fp_rate=0.05", "prm.fn_rate=0.05",
+         "model.careless_rate=0.6")
 ID_DIFFICULTIES, OOD_DIFFICULTIES = ("ops5", "ops6"), ("ops7",)
 # The demo's budget on top of each method's config: sized so that `make demo` (install included)
 # stays within 15 minutes on 2 CPU cores with two runs side by side.
-DEMO_OVERRIDES = ("train.steps=14", "train.batch_size=6", "train.lr=6e-5", "eval.every=0", "checkpoint.every=10")
+DEMO_OVERRIDES = ("train.steps=12", "train.batch_size=8", "train.lr=5e-5", "eval.every=0", "checkpoint.every=10")
 FULL_OVERRIDES = ("train.steps=80", "train.batch_size=16", "eval.every=0", "checkpoint.every=10")
 # --quick: the same pipeline in seconds (random-init model, a few tiny steps, few problems)
 QUICK_OVERRIDES = ("model.warm_start_steps=0", "train.steps=2", "train.batch_size=2", "rollout.n=4",
@@ -56,7 +61,12 @@ class Budget:
     methods: list[str] = field(default_factory=lambda: DEFAULT_METHODS.split(","))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     overrides: list[str] = field(default_factory=lambda: [*WORLD, *DEMO_OVERRIDES])
-    eval_problems: int = 64  # ID problems; OOD gets the same number
+    # Evaluation (docs/verdicts.md): pass@1 is greedy, one answer for each of `eval_problems` ID and as
+    # many OOD problems; pass@k and div-score need samples: `samples` at temperature 1 on the first
+    # `sample_problems` ID problems. 192 + 192 + 32 x 4 = 512 answers per checkpoint, the same number of
+    # generated sequences as the earlier 64 + 64 problems x 4 samples, with three times the problems.
+    eval_problems: int = 192
+    sample_problems: int = 32
     samples: int = 4
     eval_max_tokens: int = 128  # a 7-operation solution is ~85 tokens
     threads: int = 1  # torch threads per run
@@ -65,12 +75,12 @@ class Budget:
     @classmethod
     def quick(cls, **kwargs) -> Budget:
         return cls(methods=["grpo", "scope"], seeds=[0], overrides=[*WORLD, *QUICK_OVERRIDES], eval_problems=4,
-                   samples=4, eval_max_tokens=24, workers=1, **kwargs)
+                   sample_problems=4, samples=4, eval_max_tokens=24, workers=1, **kwargs)
 
     @classmethod
     def full(cls, **kwargs) -> Budget:
         return cls(methods=[*DEFAULT_METHODS.split(","), "prm-step-reward", "replace"], seeds=[0, 1, 2, 3, 4],
-                   overrides=[*WORLD, *FULL_OVERRIDES], eval_problems=256, samples=8, **kwargs)
+                   overrides=[*WORLD, *FULL_OVERRIDES], eval_problems=500, sample_problems=128, samples=8, **kwargs)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -83,15 +93,18 @@ def register(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--methods", help=f"comma-separated rows, from {', '.join(VARIANTS)} (default {DEFAULT_METHODS})")
     p.add_argument("--seeds", help="comma-separated training seeds (default 0,1,2)")
-    p.add_argument("--steps", type=int, help="training steps of every method (default 14; --quick: 2)")
+    p.add_argument("--steps", type=int, help="training steps of every method (default 12; --quick: 2)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="trainer config override for every method, repeatable (e.g. train.lr=1e-5)")
-    p.add_argument("--eval-problems", type=int, help="held-out problems per split, ID and OOD (default 64)")
-    p.add_argument("--samples", type=int, help="samples per eval problem (default 4)")
+    p.add_argument("--eval-problems", type=int,
+                   help="held-out problems per split, ID and OOD, decoded greedily for pass@1 (default 192)")
+    p.add_argument("--sample-problems", type=int,
+                   help="ID problems sampled --samples times for pass@k and div-score (default 32; 0: none)")
+    p.add_argument("--samples", type=int, help="samples per sampled problem, temperature 1 (default 4)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="a smoke run: random-init model, 2 steps, 4 problems")
     mode.add_argument("--full", action="store_true",
-                      help="7 methods x 5 seeds, 80 steps of 16 prompts, 256 problems x 8 samples (hours on 2 cores)")
+                      help="7 methods x 5 seeds, 80 steps of 16 prompts, 500 problems, 128 x 8 samples (hours on 2 cores)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per run (default 1)")
     p.add_argument("--workers", type=int, help="runs side by side (default 2; --quick: 1)")
     p.add_argument("--out", help="report folder (default reports/demo)")
@@ -118,6 +131,8 @@ def budget_from_args(args: argparse.Namespace) -> Budget:
     budget.overrides += ([f"train.steps={args.steps}"] if args.steps else []) + list(args.overrides)
     if args.eval_problems is not None:
         budget.eval_problems = args.eval_problems
+    if args.sample_problems is not None:
+        budget.sample_problems = args.sample_problems
     if args.samples is not None:
         budget.samples = args.samples
     return budget
@@ -164,7 +179,9 @@ def run_demo(budget: Budget | None = None, *, out: str | Path | None = None, run
     _stage(1, "held-out eval sets")
     data = {"id": write_eval_set(runs / "data", ID_DIFFICULTIES), "ood": write_eval_set(runs / "data", OOD_DIFFICULTIES)}
     for split, path in data.items():
-        print(f"  {split}: {path} (first {budget.eval_problems} evaluated, {budget.samples} samples each)")
+        print(f"  {split}: {path} (first {budget.eval_problems} evaluated greedily"
+              + (f", first {budget.sample_problems} sampled {budget.samples} times)" if split == "id" and sampled(budget)
+                 else ")"))
 
     _stage(2, "starting checkpoint")
     starts = {starting_checkpoint(cfg) for cfg in configs.values()}
@@ -195,9 +212,10 @@ def run_demo(budget: Budget | None = None, *, out: str | Path | None = None, run
     elapsed = time.perf_counter() - t0
     written = write_demo_report(out, values, variants, start_variant, budget.samples, groups,
                                 preamble(budget, steps, elapsed))
-    comparison = _summary_text(out, written["verdicts"])
+    comparison = _summary_text(out, written["verdicts"], written["control"], start_variant.label)
     comparison += f"\nruns: {runs}   time: {elapsed:.0f} s"
     return {"written": written, "train_dirs": train_dirs, "values": values, "verdicts": written["verdicts"],
+            "control": written["control"],
             "data": data, "comparison": comparison}
 
 
@@ -209,15 +227,21 @@ def preamble(budget: Budget, steps: int, elapsed: float) -> str:
     world = ", ".join(budget.overrides)
     return (f"{len(budget.methods)} methods x {len(budget.seeds)} seeds (seeds {', '.join(map(str, budget.seeds))}), "
             f"{steps} RL steps each, evaluated on {budget.eval_problems} held-out ID and {budget.eval_problems} OOD "
-            f"problems with {budget.samples} samples each at temperature 1. Settings: `{world}`. "
+            f"problems by greedy decoding (pass@1)"
+            + (f", and {budget.samples} samples at temperature 1 on {budget.sample_problems} of the ID problems "
+               f"(pass@{budget.samples}, diversity)" if sampled(budget) else "")
+            + f". Settings: `{world}`. "
             f"Wall time of this invocation: {elapsed / 60:.1f} min (not counting install, a cached warm start, or "
             f"runs and evaluations reused from an earlier invocation).")
 
 
-def _summary_text(out: Path, verdicts) -> str:
+def _summary_text(out: Path, verdicts, control, start_label: str) -> str:
     table1 = (out / "tables" / "demo-table1.md").read_text().strip()
-    lines = ["", table1, "", "Verdicts (paired over seeds):"]
-    names = {k: v.label for k, v in VARIANTS.items()}
+    names = {k: v.label for k, v in VARIANTS.items()} | {START: start_label}
+    lines = ["", f"RL learns here (positive control): {control.outcome}  ({control.primary.describe(names)})"]
+    if control.outcome != "holds":
+        lines.append("  -> the verdicts below cannot be read: plain RL does not beat its starting checkpoint here")
+    lines += ["", table1, "", "Verdicts (paired by seed and problem, hierarchical bootstrap):"]
     lines += [f"  claim {v.claim.name}: {v.outcome}  ({v.primary.describe(names)})" for v in verdicts]
     lines.append(f"\nreport: {out / 'report.md'} (LaTeX: {out / 'report.tex'}, figures: {out / 'figures'})")
     return "\n".join(lines)
@@ -245,10 +269,11 @@ def starting_checkpoint(cfg) -> str:
     warm start, else the random-init tiny model); built and cached here if needed."""
     if cfg.model.path:
         return str(cfg.model.path)
-    from scope_bench.synthetic import tiny_model, warm_start_model
+    from scope_bench.synthetic import tiny_model
+    from scope_bench.synthetic.model import warm_start_for
 
     if cfg.model.warm_start_steps:
-        return str(warm_start_model(steps=cfg.model.warm_start_steps, threads=cfg.threads or None))
+        return str(warm_start_for(cfg.model, threads=cfg.threads or None))
     return str(tiny_model())
 
 
@@ -280,8 +305,8 @@ def _init_worker(threads: int, quiet: bool) -> None:
 def run_job(job: Job, budget: Budget, data: dict, eval_root: Path) -> dict[str, float]:
     """Train (or reuse) the job's run, evaluate its checkpoint on every split; returns its scores."""
     from scope_bench.analysis.dynamics import read_metrics
-    from scope_bench.reports.demo_report import measure_eval, measure_training
-    from scope_bench.reports.runs import load_eval_run
+    from scope_bench.analysis.verdicts import seed_mean
+    from scope_bench.reports.demo_report import eval_grades, measure_greedy, measure_samples, measure_training
 
     t0 = time.perf_counter()
     scores: dict[str, float] = {}
@@ -290,12 +315,17 @@ def run_job(job: Job, budget: Budget, data: dict, eval_root: Path) -> dict[str, 
         run_dir = train_run(job.cfg)
         checkpoint = str(run_dir / "final")
         scores.update(measure_training(read_metrics(run_dir / "metrics.jsonl")))
-    for split, path in data.items():
-        eval_dir = eval_root / split / job.name
-        summary = evaluate_checkpoint(checkpoint, job.name, eval_dir, path, budget)
-        scores.update(measure_eval(summary, load_eval_run(eval_dir).responses(TASK), split, TASK))
-    print(f"  done: {job.name} ({time.perf_counter() - t0:.0f} s): ID pass@1 {scores['id/pass@1']:.1f}, "
-          f"OOD pass@1 {scores['ood/pass@1']:.1f}", flush=True)
+    for split, path in data.items():  # pass@1: greedy, one answer per problem
+        eval_dir = eval_root / f"{split}-greedy" / job.name
+        evaluate_checkpoint(checkpoint, job.name, eval_dir, path, budget, budget.eval_problems, n=1, temperature=0.0)
+        scores.update(measure_greedy(eval_grades(eval_dir, TASK, eval_ids(path, budget.eval_problems))[0], split))
+    if sampled(budget):  # pass@k and diversity: samples at the training temperature
+        eval_dir = eval_root / "id-sampled" / job.name
+        evaluate_checkpoint(checkpoint, job.name, eval_dir, data["id"], budget, budget.sample_problems,
+                            n=budget.samples, temperature=1.0)
+        scores.update(measure_samples(*eval_grades(eval_dir, TASK, eval_ids(data["id"], budget.sample_problems)), "id"))
+    print(f"  done: {job.name} ({time.perf_counter() - t0:.0f} s): ID pass@1 {seed_mean(scores['id/pass@1']):.1f}, "
+          f"OOD pass@1 {seed_mean(scores['ood/pass@1']):.1f}", flush=True)
     return scores
 
 
@@ -320,11 +350,23 @@ def train_run(cfg) -> Path:
         raise ValueError(f"{err} (a demo with other settings needs another --runs folder)") from None
 
 
-def evaluate_checkpoint(ckpt: str, label: str, out_dir: Path, data: Path, budget: Budget) -> dict:
+def sampled(budget: Budget) -> bool:
+    """Whether the budget samples for pass@k and diversity (which need two samples or more)."""
+    return budget.sample_problems > 0 and budget.samples > 1
+
+
+def eval_ids(data: Path, limit: int) -> list[str]:
+    """The ids of the first `limit` problems of an eval set (those an evaluation with that limit scores)."""
+    with open(data) as f:
+        return [str(json.loads(line)["id"]) for line, _ in zip(f, range(limit))]
+
+
+def evaluate_checkpoint(ckpt: str, label: str, out_dir: Path, data: Path, budget: Budget, limit: int, *, n: int,
+                        temperature: float) -> dict:
     from scope_bench.eval import evaluate
 
     return evaluate(ckpt, TASK, backend="hf", out_dir=out_dir, label=label, data_paths={TASK: str(data)},
-                    limit=budget.eval_problems, n=budget.samples, max_tokens=budget.eval_max_tokens,
+                    limit=limit, n=n, temperature=temperature, max_tokens=budget.eval_max_tokens,
                     seed=EVAL_SEED, chunk_size=16, backend_kwargs={"batch_size": 64})
 
 

@@ -28,7 +28,7 @@ def quick(tmp_path_factory):
     return tmp
 
 
-def summary(tmp, name: str, split: str = "id") -> dict:
+def summary(tmp, name: str, split: str = "id-greedy") -> dict:
     (path,) = (tmp / "runs" / "eval" / split).glob(f"{name}/summary.json")
     return json.loads(path.read_text())
 
@@ -39,7 +39,11 @@ def test_report_opens_with_table1_then_the_verdicts(quick):
         assert (report / "tables" / f"{key}.md").read_text().strip(), key
         assert "\\begin{tabular}" in (report / "tables" / f"{key}.tex").read_text(), key
     md = (report / "report.md").read_text()
-    assert md.index("Table 1 (miniature)") < md.index("## Verdicts") < md.index("Table 3 (miniature)")
+    # the positive control comes first; one seed cannot show RL learning, so the claims cannot be read
+    first = md.split("\n\n")[1]
+    assert first.startswith("**RL learns here: within noise. The verdicts on the paper's claims below cannot be read")
+    assert md.index("Table 1 (miniature)") < md.index("## Positive control") < md.index("## Verdicts") \
+        < md.index("Table 3 (miniature)")
     assert md.count("**Claim ") == 4
     assert "Claim 2: " in md and "not measured" in md  # --quick trains GRPO and SCOPE only: no LUFFY row
     tex = (report / "report.tex").read_text()
@@ -50,8 +54,11 @@ def test_table1_holds_the_measured_scores(quick):
     table = (quick / "report" / "tables" / "demo-table1.md").read_text()
     for label, name in (("Initial model", "start"), ("On-policy RL (GRPO)", "grpo-seed0-step2"),
                         ("SCOPE", "scope-seed0-step2")):
-        ident, ood = summary(quick, name)["tasks"]["synthetic"], summary(quick, name, "ood")["tasks"]["synthetic"]
-        assert ident["n_problems"] == ood["n_problems"] == 4 and ident["samples_per_problem"] == 4
+        ident, ood = summary(quick, name)["tasks"]["synthetic"], summary(quick, name, "ood-greedy")["tasks"]["synthetic"]
+        assert ident["n_problems"] == ood["n_problems"] == 4 and ident["samples_per_problem"] == 1
+        assert ident["sampling"]["temperature"] == 0.0  # pass@1 is greedy; samples only for pass@k, diversity
+        sampled = summary(quick, name, "id-sampled")["tasks"]["synthetic"]
+        assert sampled["samples_per_problem"] == 4 and sampled["sampling"]["temperature"] == 1.0
         row = next(line for line in table.splitlines() if line.startswith(f"| {label} |"))
         cells = [c.strip("* ") for c in row.split("|")[2:4]]
         assert cells == [f"{ident['pass@k']['1']:.1f}", f"{ood['pass@k']['1']:.1f}"]  # one seed: no ± part
@@ -100,7 +107,7 @@ def test_figure_is_a_non_blank_image_of_the_expected_size(quick):
 def test_rerun_reuses_training_and_samples(quick, capsys):
     capsys.readouterr()
     results = sorted((quick / "runs" / "eval").glob("*/*/results.jsonl"))
-    assert len(results) == 6
+    assert len(results) == 9  # 3 checkpoints x (ID greedy, OOD greedy, ID sampled)
     before = {p: p.read_text() for p in results}
     metrics = {p: p.read_text() for p in (quick / "runs" / "train").glob("*/metrics.jsonl")}
     assert demo(quick) == 0
@@ -131,7 +138,7 @@ def test_more_steps_resume_the_finished_runs_and_fewer_are_refused(tmp_path, cap
     assert "(resuming after step 2)" in capsys.readouterr().out
     metrics = (tmp_path / "runs" / "train" / "scope-seed0" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(x)["step"] for x in metrics] == [1, 2, 3]
-    assert summary(tmp_path, "scope-seed0-step3", "ood")["tasks"]["synthetic"]["n_problems"] == 4
+    assert summary(tmp_path, "scope-seed0-step3", "ood-greedy")["tasks"]["synthetic"]["n_problems"] == 4
 
 
 def test_other_tasks_table_means_runs_of_a_label_and_skips_paper_tasks(tmp_path):

@@ -1,12 +1,10 @@
-"""Generation backends: vLLM with its engine replaced at the boundary, transformers on a tiny model,
-the OpenAI-compatible client against a local fake server."""
+"""Generation backends: transformers on a tiny model, the OpenAI-compatible client against a local
+server, vLLM's missing-package error (real vLLM: tests/test_vllm_eval.py)."""
 
-import importlib.util
 import json
+import sys
 import threading
-from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -31,56 +29,12 @@ def tiny(tmp_path_factory):
     return HFBackend(str(build_tiny_model(tmp_path_factory.mktemp("tiny"))), batch_size=4)
 
 
-# ---------------------------------------------------------------- vLLM, engine faked
+# ---------------------------------------------------------------- vLLM
+# The real engine (vLLM's CPU build) is driven in tests/test_vllm_eval.py; the FakeLLM that stood in
+# for it here is gone.
 
-@dataclass
-class FakeParams:  # stands in for vllm.SamplingParams
-    n: int
-    temperature: float
-    top_p: float
-    max_tokens: int
-    seed: int
-
-
-@dataclass
-class FakeLLM:  # stands in for vllm.LLM: records what it is asked, answers per (prompt, sample)
-    tokenizer: object
-    calls: list = field(default_factory=list)
-
-    def get_tokenizer(self):
-        return self.tokenizer
-
-    def generate(self, prompts, params, use_tqdm=True):
-        self.calls.append((prompts, params))
-        outs = []
-        for prompt, p in zip(prompts, params):
-            ids = prompt["prompt_token_ids"]
-            comps = [SimpleNamespace(text=f"len{len(ids)} seed{p.seed} s{j}", token_ids=[1] * (j + 1),
-                                     finish_reason="length" if j == 0 else "stop") for j in range(p.n)]
-            outs.append(SimpleNamespace(outputs=comps))
-        return outs
-
-
-def test_vllm_requests_and_result_mapping(tiny):
-    llm = FakeLLM(tiny.tokenizer)
-    backend = VLLMBackend("unused", llm=llm, params_cls=FakeParams)
-    chat = [{"role": "user", "content": "What is 1+1?"}]
-    reqs = [GenerationRequest(chat, Sampling(0.6, 0.95, 100, 32), seed=11),
-            GenerationRequest("raw prompt", Sampling(0.0, 1.0, 50, 1), seed=12)]
-    out = backend.generate(reqs)
-    prompts, params = llm.calls[0]
-    assert len(llm.calls) == 1  # one engine call for the whole chunk
-    assert params == [FakeParams(32, 0.6, 0.95, 100, 11), FakeParams(1, 0.0, 1.0, 50, 12)]
-    assert prompts[0]["prompt_token_ids"] == encode_prompt(tiny.tokenizer, chat)
-    text = tiny.tokenizer.decode(prompts[0]["prompt_token_ids"])
-    assert text.endswith("<|im_start|>assistant\n") and "What is 1+1?" in text
-    assert [len(o) for o in out] == [32, 1]
-    assert out[0][3].text.endswith("seed11 s3") and out[0][3].n_tokens == 4
-    assert (out[0][0].finish_reason, out[0][1].finish_reason) == ("length", "stop")
-
-
-@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed here")
-def test_vllm_missing_is_a_clear_error():
+def test_vllm_missing_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # as if vLLM were not installed
     with pytest.raises(ImportError, match="vllm backend needs vLLM"):
         VLLMBackend("some/model")
 

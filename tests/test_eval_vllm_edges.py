@@ -1,20 +1,21 @@
 """vLLM edge cases found in vLLM's source: greedy n > 1, finish reasons other than stop/length, and the
-SamplingParams arguments the backend sends, checked against vLLM's own signature and validation.
+SamplingParams arguments the backend sends, checked against vLLM's own class (the CPU build that
+`make setup-test` installs; the copy recorded from vllm/sampling_params.py that stood in for it is gone).
 
-vLLM is not installed here: `SamplingParams` is checked against the real class where vLLM imports, and
-otherwise against RecordedSamplingParams, a copy of the fields and of the validation the backend can
-trip, recorded from vllm/sampling_params.py in vllm-project/vllm as stored by this project's source
-index (commit 00388f6573ccfcffad607b8c9ecdf341a4669ceb; the v0.24.0 tag itself could not be fetched
-here, the repository snapshot being too large, so that commit stands in for it).
+FakeLLM stays for two cases the real engine cannot give on CPU in test time: every shipped task's
+sampling (up to 32 samples of up to 32k tokens per prompt; only its SamplingParams matter here, and
+they are vLLM's real ones), and the finish reasons "abort", "error" and "repetition", which vLLM
+reports only for a request aborted or failed inside the engine. The real engine's samples, seeds,
+finish reasons and greedy n > 1 are in tests/test_vllm_eval.py.
 """
 
-import importlib.util
 import json
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import pytest
 import torch
+import vllm
 from _tiny_model import build_tiny_model
 
 from scope_bench.eval import evaluate
@@ -24,55 +25,10 @@ from scope_bench.eval.runner import format_summary
 from scope_bench.eval.tasks import Sampling, available_tasks, load_task
 
 torch.set_num_threads(1)
-HAVE_VLLM = importlib.util.find_spec("vllm") is not None
-
-# vllm/sampling_params.py, class SamplingParams(msgspec.Struct): every field, in source order
-RECORDED_FIELDS = (
-    "n", "presence_penalty", "frequency_penalty", "repetition_penalty", "temperature", "top_p", "top_k", "min_p",
-    "seed", "stop", "stop_token_ids", "ignore_eos", "max_tokens", "min_tokens", "logprobs", "prompt_logprobs",
-    "prompt_logprob_token_ids", "prompt_logprob_start", "logprob_token_ids", "flat_logprobs", "detokenize",
-    "skip_special_tokens", "spaces_between_special_tokens", "include_stop_str_in_output", "output_kind",
-    "stream_interval", "skip_clone", "output_text_buffer_length", "_eos_token_id", "_all_stop_token_ids",
-    "structured_outputs", "logit_bias", "allowed_token_ids", "extra_args", "bad_words", "_bad_words_token_ids",
-    "skip_reading_prefix_cache", "thinking_token_budget", "repetition_detection", "routed_experts_prompt_start",
-    "trace_decode_token_ids",
-)
-SAMPLING_EPS = 1e-5  # vllm/sampling_params.py: _SAMPLING_EPS
-
-
-class RecordedSamplingParams:
-    """Keyword arguments as the recorded SamplingParams takes them, with its checks that concern n,
-    temperature, top_p and max_tokens (`_verify_args`, `_verify_greedy_sampling`), same messages."""
-
-    def __init__(self, **kwargs):
-        unknown = set(kwargs) - {f for f in RECORDED_FIELDS if not f.startswith("_")}
-        if unknown:
-            raise TypeError(f"SamplingParams got unexpected keyword arguments {sorted(unknown)}")
-        self.__dict__.update({"n": 1, "temperature": 1.0, "top_p": 1.0, "max_tokens": 16, "seed": None}, **kwargs)
-        if not isinstance(self.n, int) or self.n < 1:
-            raise ValueError(f"n must be at least 1, got {self.n}.")
-        if not 0.0 <= self.temperature <= 2.0:
-            raise ValueError(f"temperature must be in [0, 2], got {self.temperature}.")
-        if not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}.")
-        if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be at least 1, got {self.max_tokens}.")
-        if self.temperature < SAMPLING_EPS and self.n > 1:
-            raise ValueError(f"n must be 1 when using greedy sampling, got {self.n}.")
-
-
-def sampling_params_class():
-    if HAVE_VLLM:
-        import vllm
-
-        return vllm.SamplingParams
-    return RecordedSamplingParams
 
 
 def accepted_fields() -> set[str]:
-    cls = sampling_params_class()
-    names = getattr(cls, "__struct_fields__", None) or RECORDED_FIELDS
-    return {n for n in names if not n.startswith("_")}
+    return {n for n in vllm.SamplingParams.__struct_fields__ if not n.startswith("_")}
 
 
 @dataclass
@@ -106,6 +62,8 @@ def test_backend_sends_only_arguments_vllm_accepts(tiny):
     backend.build_params(GenerationRequest("x", Sampling(0.6, 1.0, 8192, 32), seed=3))
     assert set(seen[0]) <= accepted_fields(), set(seen[0]) - accepted_fields()
     assert seen[0] == {"n": 32, "temperature": 0.6, "top_p": 1.0, "max_tokens": 8192, "seed": 3}
+    params = vllm.SamplingParams(**seen[0])
+    assert (params.n, params.temperature, params.max_tokens, params.seed) == (32, 0.6, 8192, 3)
 
 
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
@@ -113,7 +71,7 @@ def test_every_task_and_protocol_passes_vllm_validation(tiny, protocol):
     """Every shipped task's sampling, under each protocol and at temperature 0 (greedy with AIME's
     n=32, which vLLM refuses if sent as is), builds valid SamplingParams."""
     llm = FakeLLM(tiny.tokenizer)
-    backend = VLLMBackend("unused", llm=llm, params_cls=sampling_params_class())
+    backend = VLLMBackend("unused", llm=llm, params_cls=vllm.SamplingParams)
     for temperature in (None, 0.0):
         tasks, _ = apply_protocol([load_task(t) for t in available_tasks()], protocol,
                                   {"temperature": temperature})
@@ -122,24 +80,17 @@ def test_every_task_and_protocol_passes_vllm_validation(tiny, protocol):
     assert any(p.n == 32 for p in llm.calls[0]) and all(p.n == 1 for p in llm.calls[1])
 
 
-def test_recorded_copy_refuses_greedy_n_like_vllm():
-    with pytest.raises(ValueError, match="n must be 1 when using greedy sampling, got 4"):
-        RecordedSamplingParams(n=4, temperature=0.0)
+def test_vllm_refuses_greedy_n_so_the_backends_send_n_1():
+    from vllm.exceptions import VLLMValidationError
+
+    with pytest.raises(VLLMValidationError, match="n must be 1 when using greedy sampling, got 4"):
+        vllm.SamplingParams(n=4, temperature=0.0)
     with pytest.raises(TypeError, match="use_beam_search"):
-        RecordedSamplingParams(use_beam_search=True)
+        vllm.SamplingParams(use_beam_search=True)
 
 
 # ---------------------------------------------------------------- greedy n > 1: once, then repeated
-
-def test_greedy_n_is_drawn_once_and_repeated_on_vllm(tiny):
-    llm = FakeLLM(tiny.tokenizer)
-    backend = VLLMBackend("unused", llm=llm, params_cls=RecordedSamplingParams)
-    out = backend.generate([GenerationRequest("q", Sampling(0.0, 1.0, 10, 4), seed=1),
-                            GenerationRequest("q", Sampling(0.6, 1.0, 10, 3), seed=2)])
-    assert [p.n for p in llm.calls[0]] == [1, 3]
-    assert [g.text for g in out[0]] == ["seed1 s0"] * 4
-    assert [g.text for g in out[1]] == ["seed2 s0", "seed2 s1", "seed2 s2"]
-
+# (on the real vLLM engine: tests/test_vllm_eval.py)
 
 def test_greedy_n_is_drawn_once_and_repeated_on_hf(tiny, monkeypatch):
     rows = []
@@ -165,7 +116,7 @@ def test_greedy_n_is_drawn_once_and_repeated_on_openai(monkeypatch):
 
 def test_vllm_finish_reasons_are_recorded_as_they_are(tiny):
     reasons = ("stop", "length", "abort", "error", "repetition")
-    backend = VLLMBackend("unused", llm=FakeLLM(tiny.tokenizer, reasons), params_cls=RecordedSamplingParams)
+    backend = VLLMBackend("unused", llm=FakeLLM(tiny.tokenizer, reasons), params_cls=vllm.SamplingParams)
     out = backend.generate([GenerationRequest("q", Sampling(0.6, 1.0, 10, 5), seed=1)])
     assert [g.finish_reason for g in out[0]] == list(reasons)
 

@@ -3,6 +3,8 @@ the baselines it needs (LUFFY's mixing, the per-step PRM reward)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -121,3 +123,73 @@ def test_process_advantages_add_normalised_step_rewards_from_each_step_on():
     assert adv[0] == pytest.approx([outcome[0] + z[0] + z[1]] * 2 + [outcome[0] + z[1]] * 2)
     assert adv[1] == pytest.approx([outcome[1] + z[2] + z[3], outcome[1] + z[3], outcome[1] + z[3]])
     assert process_advantages(rewards, {}, groups, lengths) == [[outcome[0]] * 4, [outcome[1]] * 3]
+
+
+# --- the careless style: RL's shared lever (issue 26)
+
+def test_careless_step_covers_two_operations_and_is_judged_by_its_equation():
+    careless = ["7 + 5 * 3 = 36", "36 - 4 = 32", "The answer is \\boxed{32}."]
+    assert check_steps(QUESTION, careless) == [True, True, True]
+    # a careless line with a wrong result is wrong, and what follows from it is judged against the truth
+    assert check_steps(QUESTION, ["7 + 5 * 3 = 35", "35 - 4 = 31", "The answer is \\boxed{31}."]) == [
+        False, False, False]
+    # wrong operations, a second answer line, a wrong start value, three operations on a line
+    assert check_steps(QUESTION, ["7 + 5 - 3 = 9", "9 - 4 = 5"]) == [False, False]
+    assert check_steps(QUESTION, ["7 + 5 = 12", "12 * 3 - 4 = 32", "The answer is \\boxed{32}.",
+                                  "The answer is \\boxed{32}."]) == [True, True, True, False]
+    assert check_steps(QUESTION, ["7 + 5 = 12", "36 - 4 * 3 = 96"]) == [True, False]
+    assert check_steps(QUESTION, ["7 + 5 * 3 - 4 = 32"]) == [False]  # at most two operations a line
+
+
+def test_refiner_resumes_after_a_careless_prefix_step():
+    teacher = ProgrammaticRefiner()
+    (fix,) = teacher.refine([RefineRequest(QUESTION, "7 + 5 * 3 = 36\n\n", "32")])
+    assert fix.suffix == "36 - 4 = 32\n\nThe answer is \\boxed{32}."
+    assert all(check_steps(QUESTION, split_steps("7 + 5 * 3 = 36\n\n" + fix.suffix)))
+
+
+def test_careless_rate_makes_lines_careless_at_its_rate_and_every_solution_stays_correct():
+    import random
+
+    from scope_bench.synthetic.task import parse_step, solution, solution_steps
+
+    problems = split_problems("train", 300, difficulties=("ops6",))
+    rng = random.Random(0)
+    choices = careless = 0
+    for p in problems:
+        text = solution(p, careless_rate=0.3, rng=rng)
+        steps = split_steps(text)
+        assert all(check_steps(p.question, steps)) and math_reward(text, p.answer) == 1.0
+        assert len(parse_step(steps[0])[1]) == 1  # careless_from=1: the first line is careful
+        left = len(p.ops) - 1
+        for s in steps[1:-1]:
+            k = len(parse_step(s)[1])
+            choices += left >= 2
+            careless += k == 2
+            left -= k
+    assert 0.25 < careless / choices < 0.35  # careless with chance 0.3 wherever two operations are left
+    assert solution(problems[0]) == solution(problems[0], careless_rate=0.0)
+    with pytest.raises(ValueError, match="careless_rate"):
+        solution_steps(7, [("+", 5), ("*", 3)], style="shifted", careless_rate=0.5, rng=rng)
+
+
+def test_careless_world_has_its_own_warm_start_cache_key(tmp_path, monkeypatch):
+    """A changed world must never reuse the careful warm start (and vice versa): the key holds the
+    careless settings; the careless one continues from the careful one."""
+    from scope_bench.synthetic import model as model_mod
+
+    built = []
+
+    def fake_sft(base, out, **kw):
+        built.append((Path(base).name, kw.get("careless_rate", 0.0)))
+        (Path(out) / "config.json").write_text("{}")
+        return Path(out)
+
+    monkeypatch.setattr(model_mod, "tiny_model", lambda seed, cache_dir: tmp_path / "tiny")
+    monkeypatch.setattr(model_mod, "sft_warm_start", fake_sft)
+    careful = model_mod.warm_start_model(steps=5, cache_dir=tmp_path)
+    a = model_mod.warm_start_model(steps=5, cache_dir=tmp_path, careless_rate=0.3)
+    b = model_mod.warm_start_model(steps=5, cache_dir=tmp_path, careless_rate=0.2)
+    assert len({careful, a, b}) == 3
+    assert built == [("tiny", 0.0), (careful.name, 0.3), (careful.name, 0.2)]
+    assert model_mod.warm_start_model(steps=5, cache_dir=tmp_path, careless_rate=0.3) == a and len(built) == 3

@@ -138,6 +138,8 @@ def test_cli_trains_with_overrides(tiny, tmp_path, capsys):
     ("scope", ["refiner.error_rate=1.5"], "refiner.error_rate"),
     ("scope", ["prm.fp_rate=2"], "fp_rate"),
     ("scope", ["data.difficulties=[ops9]"], "data.difficulties"),
+    ("grpo", ["model.careless_rate=1.5"], "model.careless_rate"),
+    ("grpo", ["model.careless_from=-1"], "model.careless_from"),
     ("prm-reward", ["prm_reward.form=dense"], "prm_reward.form"),
     ("luffy", ["luffy.source=data"], "luffy.source"),
     ("scope", ["device=tpu"], "device"),
@@ -202,9 +204,11 @@ def test_verl_backend_is_delegated(monkeypatch):
     assert seen == [("scope", ["trainer.total_epochs=1"])]
 
 
-def test_training_logprobs_match_sampling_logprobs(tiny):
+@pytest.mark.parametrize("temperature", [1.0, 0.7])
+def test_training_logprobs_match_sampling_logprobs(tiny, temperature):
     """The forward pass the loss uses sees the same positions as `generate` did (left-padded prompts
-    of different lengths): otherwise the trained policy would not be the sampling policy."""
+    of different lengths) and the same temperature: otherwise the trained policy would not be the
+    sampling policy (and the ratio, the clip and the loss would use the wrong log-probs)."""
     from scope_bench.engines.local.policy import encode_prompts, load_policy, pack, response_logprobs
     from scope_bench.engines.prompt import prompt_text
 
@@ -216,11 +220,12 @@ def test_training_logprobs_match_sampling_logprobs(tiny):
     ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts])
     torch.manual_seed(0)
     out = model.generate(input_ids=ids, attention_mask=(ids != pad).long(), do_sample=True, top_k=0,
-                         max_new_tokens=12, output_scores=True, return_dict_in_generate=True, pad_token_id=pad)
+                         temperature=temperature, max_new_tokens=12, output_scores=True, return_dict_in_generate=True, pad_token_id=pad)
     responses = out.sequences[:, width:]
     sampled = torch.stack(out.scores, 1).log_softmax(-1).gather(-1, responses.unsqueeze(-1)).squeeze(-1)
     with torch.no_grad():
-        trained, _ = response_logprobs(model, pack(prompts, responses.tolist(), pad, torch.device("cpu")))
+        trained, _ = response_logprobs(model, pack(prompts, responses.tolist(), pad, torch.device("cpu")),
+                                       temperature=temperature)
     # compare up to each response's end-of-sequence token (generate pads after it)
     done = (responses == tok.eos_token_id).long().cumsum(-1)
     valid = (done == 0) | ((done == 1) & (responses == tok.eos_token_id))

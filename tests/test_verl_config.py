@@ -39,7 +39,7 @@ def test_each_method_composes_and_passes_verls_validation(tmp_path, method, stag
     assert cfg.trainer.use_v1 is False and cfg.algorithm.adv_estimator == "grpo"
     assert cfg.actor_rollout_ref.actor.policy_loss.loss_mode == "scope_hybrid"
     assert cfg.actor_rollout_ref.actor.loss_agg_mode == "token-mean"
-    assert Path(cfg.reward.custom_reward_function.path).name == "verl_reward.py"
+    assert cfg.reward.custom_reward_function.path == "pkg://scope_bench.grading.verl_reward"  # an import on every node
     assert cfg.ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES == "scope_bench.engines.verl.loss"
     assert cfg.trainer.experiment_name == f"{method}-seed0"
     assert cfg.trainer.default_local_dir == str((tmp_path / "run" / "checkpoints").resolve())
@@ -242,6 +242,7 @@ def test_data_prepare_on_real_math500_rows(tmp_path):
 def test_launch_hands_the_scope_task_runner_to_verl(tmp_path, monkeypatch):
     from verl.trainer import main_ppo
 
+    from scope_bench.engines.verl.launch import forwarded_env, runner_options
     from scope_bench.engines.verl.trainer import ScopeTaskRunner
 
     src = tmp_path / "rows.jsonl"
@@ -251,10 +252,14 @@ def test_launch_hands_the_scope_task_runner_to_verl(tmp_path, monkeypatch):
     monkeypatch.setattr(main_ppo, "run_ppo", lambda config, task_runner_class: calls.append((config, task_runner_class)))
     run_dir = tmp_path / "run"
     code = cli_main(["train", "--backend", "verl", "--method", "grpo", "--data", str(tmp_path / "data" / "train.parquet"),
-                     "--run-dir", str(run_dir), "--seed", "2", "trainer.n_gpus_per_node=4"])
+                     "--run-dir", str(run_dir), "--seed", "2", "trainer.n_gpus_per_node=4",
+                     "++actor_rollout_ref.model.override_config.attn_implementation=sdpa",  # no flash-attn here
+                     "actor_rollout_ref.model.use_remove_padding=false"])
     assert code == 0
     (config, runner), = calls
-    assert runner is ScopeTaskRunner and config.trainer.n_gpus_per_node == 4 and config.seed == 2
+    assert type(runner).__name__ == "ActorOptionWrapper"  # ScopeTaskRunner.options(**runner_options(config))
+    assert runner_options(config, cpu=False) == {"runtime_env": {"env_vars": forwarded_env(config)}}
+    assert ScopeTaskRunner is not None and config.trainer.n_gpus_per_node == 4 and config.seed == 2
     assert config.data.train_files == str((tmp_path / "data" / "train.parquet").resolve())
     assert config.trainer.val_before_train is False  # no --val-data
     assert "loss_mode: scope_hybrid" in (run_dir / "config.yaml").read_text()

@@ -83,7 +83,8 @@ def serve():
 def scope_run(tmp_path_factory, serve):
     run_dir = tmp_path_factory.mktemp("verl") / "scope"
     rows = train(run_dir, "scope", 3, "--prm-url", serve, "--refiner-url", f"{serve}/v1",
-                 "--refiner", "synthetic-refiner", f"trainer.rollout_data_dir={run_dir / 'rollouts'}")
+                 "--refiner", "synthetic-refiner", "refiner.api_key_env=null",  # the loopback server takes no key
+                 f"trainer.rollout_data_dir={run_dir / 'rollouts'}")
     return run_dir, rows
 
 
@@ -101,6 +102,13 @@ def test_scope_rewrites_rows_and_the_mask_reaches_the_worker(scope_run):
     assert sum(r["refiner_failures"] for r in steps) > 0  # garbage replies counted, training went on
     assert any("val_accuracy" in r for r in rows)
     assert (run_dir / "checkpoints" / "global_step_3" / "actor").is_dir()
+    # verl keeps the shards of 2 checkpoints (max_actor_ckpt_to_keep), not of every one
+    kept = sorted(p.parent.name for p in (run_dir / "checkpoints").glob("global_step_*/actor"))
+    assert kept == ["global_step_2", "global_step_3"]
+    # verl's rollout-vs-trainer log-prob diagnostics, over the policy's own tokens, on every step
+    for r in steps:
+        assert r["training/rollout_probs_diff_valid"] == 1 and r["training/rollout_probs_diff_max"] >= 0
+        assert abs(r["training/rollout_probs_diff_mean"]) < 0.05  # HF rollout and FSDP actor, both float32
 
     kept_prefix = 0
     for step in (1, 2, 3):
@@ -119,6 +127,46 @@ def test_scope_rewrites_rows_and_the_mask_reaches_the_worker(scope_run):
             assert row["output"].replace(" ", "") == (row["prefix"] + row["suffix"]).replace(" ", "")
             kept_prefix += bool(row["prefix"].strip())
     assert kept_prefix > 0  # a rewritten row kept a non-empty policy prefix
+
+
+def _synthetic_eval_file(path: Path, n: int = 4) -> Path:
+    from scope_bench.synthetic.task import generate_split
+
+    rows = [{"id": f"p{i}", "question": p["question"], "answer": p["answer"]}
+            for i, p in enumerate(generate_split("val", n, 0))]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def evaluate_cli(ckpt, out: Path, data: Path, *extra: str) -> subprocess.CompletedProcess:
+    cmd = [*CLI, "eval", "--ckpt", str(ckpt), "--tasks", "synthetic", "--data", f"synthetic={data}", "--n", "1",
+           "--temperature", "0", "--max-tokens", "24", "--device", "cpu", "--grading-workers", "1",
+           "--out", str(out), *extra]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+
+
+def test_eval_reads_the_verl_checkpoint(scope_run, tmp_path):
+    """`scope-bench eval --ckpt` on what the run wrote: a run folder (its latest step), merged once by
+    verl's model merger into global_step_3/merged_hf; then the step's actor/ with --dp 2 reads it."""
+    run_dir, _ = scope_run
+    data = _synthetic_eval_file(tmp_path / "synthetic.jsonl")
+    first = evaluate_cli(run_dir, tmp_path / "one", data)
+    assert first.returncode == 0, first.stderr[-4000:]
+    merged = run_dir / "checkpoints" / "global_step_3" / "merged_hf"
+    assert "merging its FSDP shards" in first.stderr and (merged / "config.json").is_file()
+    summary = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert summary["label"] == "scope-global_step_3" and summary["checkpoint"] == str(merged)
+
+    second = evaluate_cli(run_dir / "checkpoints" / "global_step_3" / "actor", tmp_path / "dp", data, "--dp", "2")
+    assert second.returncode == 0, second.stderr[-4000:]
+    assert "using the merged model" in second.stderr and "merging" not in second.stderr
+    read = [sorted((r["problem_id"], r["response"]) for r in map(json.loads, (out / "results.jsonl").open()))
+            for out in (tmp_path / "one", tmp_path / "dp")]
+    assert read[0] == read[1] and len(read[0]) == 4  # two replicas, the same greedy answers as one process
+
+    (tmp_path / "empty").mkdir()
+    bad = evaluate_cli(tmp_path / "empty", tmp_path / "bad", data)
+    assert bad.returncode == 2 and "nor a verl checkpoint" in bad.stderr
 
 
 def test_resume_continues_from_the_checkpoint(scope_run):
@@ -164,3 +212,4 @@ def test_baselines_train_through_fit(tmp_path, method, workers):
         groups[row["uid"]].append(row)
     for members in groups.values():
         assert_group_advantages_are_grpo(members)
+

@@ -16,7 +16,7 @@ from verl.utils.model import compute_position_id_with_mask
 from verl.workers.utils.padding import left_right_2_no_padding, no_padding_2_padding
 
 from scope_bench.core.steps import decode_with_offsets
-from scope_bench.engines.verl.rewrite import rewrite_rows, set_rewards
+from scope_bench.engines.verl.rewrite import onpolicy_mask, rewrite_rows, set_rewards
 
 torch.set_num_threads(1)
 PAD, P, R = 0, 5, 6
@@ -52,6 +52,7 @@ ROWS = [([11, 12, 13], [21, 22, 23, 2]), ([14, 15, 16, 17, 18], [24, 25, 26, 27,
 def test_rewritten_rows_equal_batches_built_by_hand():
     batch = _batch(ROWS, [0.0, 1.0, 0.0])
     rm_scores = batch.batch["rm_scores"]  # the trainer holds this very tensor as its reward tensor
+    sampled_logp = batch.batch["rollout_log_probs"].clone()
     new0, mask0 = [21, 22, 31, 32, 33, 2], [0, 0, 1, 1, 1, 1]  # fills the whole response width
     new2, mask2 = [41, 42, 2], [1, 1, 1]  # replace-entire-rollout: all off-policy
     rewrite_rows(batch, {0: (new0, mask0, 1.0), 2: (new2, mask2, 1.0)}, pad_token_id=PAD)
@@ -61,7 +62,11 @@ def test_rewritten_rows_equal_batches_built_by_hand():
         assert torch.equal(batch.batch[key], expected.batch[key]), key
     assert batch.batch["rm_scores"] is rm_scores  # edited in place
     assert rm_scores[0].tolist() == [0, 0, 0, 0, 0, 1.0] and rm_scores[2].tolist() == [0, 0, 1.0, 0, 0, 0]
-    assert "rollout_log_probs" not in batch.batch.keys()  # noqa: SIM118 - TensorDict has no `in`
+    # rollout log-probs stay on the tokens the policy sampled (row 0's prefix, all of row 1), zero elsewhere
+    kept = batch.batch["rollout_log_probs"]
+    assert torch.equal(kept[0, :2], sampled_logp[0, :2]) and not kept[0, 2:].any()
+    assert torch.equal(kept[1], sampled_logp[1]) and not kept[2].any()
+    assert onpolicy_mask(batch).tolist() == [[1, 1, 0, 0, 0, 0], [1] * 6, [0] * 6]
     assert batch.meta_info["global_token_num"] == [9, 11, 5]
     assert batch.batch["offpolicy_mask"].tolist() == [mask0, [0] * 6, mask2 + [0] * 3]
     # invariants: left-padded prompts, right-padded responses, masks agree, positions count valid tokens
@@ -90,12 +95,12 @@ def test_verl_padding_round_trip_reads_the_new_responses():
     assert torch.equal(predicted, expected)
 
 
-def test_untouched_batch_gets_a_zero_mask_and_no_rollout_logprobs():
+def test_untouched_batch_gets_a_zero_mask_and_keeps_its_rollout_logprobs():
     batch = _batch(ROWS, [0.0, 1.0, 0.0])
-    before = {k: v.clone() for k, v in batch.batch.items() if k != "rollout_log_probs"}
+    before = {k: v.clone() for k, v in batch.batch.items()}
     rewrite_rows(batch, {}, pad_token_id=PAD)
-    assert all(torch.equal(batch.batch[k], v) for k, v in before.items())
-    assert batch.batch["offpolicy_mask"].sum() == 0 and "rollout_log_probs" not in batch.batch.keys()  # noqa: SIM118 - TensorDict has no `in`
+    assert all(torch.equal(batch.batch[k], v) for k, v in before.items())  # rollout_log_probs included
+    assert batch.batch["offpolicy_mask"].sum() == 0
 
 
 def test_bad_rewrites_are_rejected():

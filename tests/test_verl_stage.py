@@ -136,7 +136,7 @@ def test_scope_stage_rewrites_the_selected_failure(tokenizer):
     expected_rewards = [r for _, _, r in ROLLOUTS]
     expected_rewards[row] = 1.0
     assert batch.batch["rm_scores"].sum(-1).tolist() == expected_rewards
-    assert "rollout_log_probs" not in batch.batch.keys()  # noqa: SIM118 - TensorDict has no `in`
+    assert not batch.batch["rollout_log_probs"][row, n_prefix:].any()  # none for the refiner's tokens
     assert metrics["groups_total"] == 2 and metrics["groups_gated"] == 1 and metrics["groups_rectified"] == 1
     full = len(tokenizer(original, add_special_tokens=False)["input_ids"])
     assert metrics["keep_ratio"] == pytest.approx(n_prefix / full)
@@ -151,8 +151,9 @@ def test_scope_stage_rewrites_the_selected_failure(tokenizer):
 def test_refiner_failure_leaves_the_batch_as_sampled(tokenizer):
     batch = make_batch(tokenizer)
     before = batch.batch["responses"].clone()
-    metrics = MethodStage(stage="scope", tokenizer=tokenizer, verify=verify, prm=StepPRM(),
-                          refiner=AnswerRefiner(error="timeout"))(batch)
+    with pytest.warns(RuntimeWarning, match="every refiner call of this step failed"):
+        metrics = MethodStage(stage="scope", tokenizer=tokenizer, verify=verify, prm=StepPRM(),
+                              refiner=AnswerRefiner(error="timeout"))(batch)
     assert torch.equal(batch.batch["responses"], before) and batch.batch["offpolicy_mask"].sum() == 0
     assert metrics["groups_skipped"] == 1 and metrics["skip/refiner_error:timeout"] == 1
     assert metrics["refiner_failures"] == 1 and metrics["keep_ratio"] is None
@@ -206,3 +207,96 @@ def test_missing_pieces_are_named():
         MethodStage(stage="scope", tokenizer=None, verify=verify, prm=StepPRM())
     with pytest.raises(ValueError, match="unknown key"):
         MethodStage(stage="none", tokenizer=None, verify=verify, scope={"tau_typo": 1})
+
+
+def test_steps_where_every_refiner_call_fails_warn_then_stop(tokenizer):
+    """A refiner that fails every call turns SCOPE into GRPO: each such step warns, and the run stops
+    after `refiner.stop_after_failed_steps` of them in a row; one success resets the count."""
+    failing, working = AnswerRefiner(error="http_4xx"), AnswerRefiner()
+    stage = MethodStage(stage="scope", tokenizer=tokenizer, verify=verify, prm=StepPRM(), refiner=failing,
+                        stop_after_failed_steps=2)
+    with pytest.warns(RuntimeWarning, match="every refiner call of this step failed"):
+        stage(make_batch(tokenizer))
+    stage.refiner = working
+    assert stage(make_batch(tokenizer))["groups_rectified"] == 1 and stage.failed_steps == 0
+    stage.refiner = failing
+    with pytest.warns(RuntimeWarning):
+        stage(make_batch(tokenizer))
+    with pytest.raises(RuntimeError, match="stopping after 2"):
+        stage(make_batch(tokenizer))
+
+
+def test_a_stalled_refiner_is_cut_at_the_step_deadline(tokenizer):
+    """`scope-bench serve` answering after 60 s; with `refiner.step_deadline_s=1` the step goes on
+    after about a second, the unfinished rectification skipped and counted as `deadline`."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from scope_bench.engines.components import build_refiner
+    from scope_bench.synthetic.task import generate_split
+
+    script = Path(sys.executable).with_name("scope-bench")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "scope_bench.cli"]
+    proc = subprocess.Popen([*cmd, "serve", "--port", "0", "--refiner-failure", "timeout", "--refiner-delay", "60"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        url = re.search(r"http://\S+", proc.stdout.readline()).group().rstrip("/")
+        block = SimpleNamespace(kind="openai", url=f"{url}/v1", model="synthetic-refiner", api_key_env=None,
+                                concurrency=4, timeout_s=600, retries=3, max_tokens=256, step_deadline_s=1.0)
+        stage = MethodStage(stage="scope", tokenizer=tokenizer, verify=verify, prm=StepPRM(),
+                            refiner=build_refiner(block))
+        batch = make_batch(tokenizer)
+        question = generate_split("train", 1, 0)[0]["question"]  # one the server can answer
+        batch.non_tensor_batch["extra_info"] = np.array([{"question": question}] * 8, dtype=object)
+        start = time.monotonic()
+        with pytest.warns(RuntimeWarning):  # the step's only call failed
+            metrics = stage(batch)
+        assert time.monotonic() - start < 30  # not the server's 60 s, nor 600 s x 4 tries
+        assert metrics["skip/refiner_error:deadline"] == 1 and metrics["refiner_failures"] == 1
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+# Qwen2.5-Math-7B (base) and Qwen2.5-Math-PRM-7B share Qwen2.5's special tokens: <|endoftext|> 151643,
+# <|im_start|> 151644, <|im_end|> 151645. The base model's tokenizer eos is <|endoftext|> and its
+# generation config stops there only, while its chat template closes each turn with <|im_end|>; the
+# instruct and PRM models (PRM base_model: Qwen2.5-Math-7B-Instruct, per its model card) end a turn
+# with <|im_end|>. See the report of issue 20 for where these fields were read.
+BASE_TOKENIZER = {"eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
+BASE_GENERATION = {"eos_token_id": "<|endoftext|>"}
+
+
+def test_rewritten_rows_end_the_way_sampled_rows_do(tokenizer):
+    """A base-model tokenizer (eos `<|endoftext|>`) whose rollouts close the chat turn first:
+    `...<|im_end|><|endoftext|>`. The rewritten row ends with the same two tokens (not the tokenizer's
+    eos alone), and no `<|im_end|>` reaches the PRM's last step or the refiner's prefix."""
+    from transformers import GenerationConfig, PreTrainedTokenizerFast
+
+    base = PreTrainedTokenizerFast(tokenizer_object=byte_tokenizer().backend_tokenizer, **BASE_TOKENIZER,
+                                   additional_special_tokens=["<|im_end|>"])
+    end = [base.convert_tokens_to_ids("<|im_end|>"), base.eos_token_id]
+    sampled = [(u, text + "<|im_end|>", r) for u, text, r in ROLLOUTS]  # make_batch appends the eos
+    batch = make_batch(base, sampled)
+    prm, refiner = StepPRM(), AnswerRefiner()
+    steps_seen = []
+    prm.score = lambda questions, steps: steps_seen.extend(steps) or StepPRM.score(prm, questions, steps)
+    generation = GenerationConfig(eos_token_id=base.convert_tokens_to_ids(BASE_GENERATION["eos_token_id"]))
+    MethodStage(stage="scope", tokenizer=base, verify=verify, prm=prm, refiner=refiner,
+                generation_config=generation)(batch)
+    (row,) = [i for i in range(8) if batch.batch["offpolicy_mask"][i].any()]
+    n = int(batch.batch["response_mask"][row].sum())
+    assert batch.batch["responses"][row, n - 2 : n].tolist() == end
+    assert all("<|im_end|>" not in step for steps in steps_seen for step in steps)
+    assert all("<|im_end|>" not in r.prefix for r in refiner.requests)
+
+
+def test_a_rollout_that_stopped_at_once_is_a_failure_with_no_steps(tokenizer):
+    """A response of only the end token (an untrained policy does this) is an empty rollout, not a crash."""
+    rollouts = [*ROLLOUTS[:7], ("b", "", 0.0)]
+    metrics = MethodStage(stage="scope", tokenizer=tokenizer, verify=verify, prm=StepPRM(),
+                          refiner=AnswerRefiner())(make_batch(tokenizer, rollouts))
+    assert metrics["groups_total"] == 2 and metrics["accuracy"] == 3 / 8

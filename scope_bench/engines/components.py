@@ -39,7 +39,8 @@ def build_refiner(refiner, *, seed: int = 0) -> GuardedRefiner:
 
         inner = OpenAIRefiner(refiner.url, refiner.model, api_key_env=refiner.api_key_env,
                               concurrency=refiner.concurrency, timeout_s=refiner.timeout_s, retries=refiner.retries,
-                              max_tokens=refiner.max_tokens)
+                              max_tokens=refiner.max_tokens,
+                              step_deadline_s=getattr(refiner, "step_deadline_s", None))
     else:
         raise ValueError(f"refiner.kind must be programmatic or openai, got {refiner.kind!r}")
     return GuardedRefiner(inner)

@@ -5,8 +5,9 @@ typed failures and retries.
 Why all at once: a training step sends one request per rectified group or scored rollout (up to a
 few hundred), so a step waits for its slowest call, not for the sum of all calls.
 
-Error kinds: "timeout", "connection", "http_429", "http_5xx", "http_4xx", "malformed" (and whatever
-a client's reply parser adds). The first four are retried with jittered exponential backoff.
+Error kinds: "timeout", "connection", "http_429", "http_5xx", "http_4xx", "malformed", "deadline" (the
+call was still open when the batch's deadline passed) and whatever a client's reply parser adds. The
+first four are retried with jittered exponential backoff.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ RETRYABLE = frozenset({"timeout", "connection", "http_429", "http_5xx"})
 class CallError(Exception):
     """A failed HTTP call, with its error kind (see the module docstring)."""
 
-    def __init__(self, kind: str, detail: str = ""):
+    def __init__(self, kind: str, detail: str = "", status: int | None = None):
         super().__init__(f"{kind}: {detail}" if detail else kind)
         self.kind = kind
+        self.status = status  # the HTTP status, where there was a reply
 
 
 def run_coroutine(coro: Awaitable):
@@ -69,7 +71,7 @@ async def post_json(client, url: str, body: dict, headers: dict | None = None) -
     if response.status_code >= 500:
         raise CallError("http_5xx", f"{response.status_code} {response.text[:200]}")
     if response.status_code >= 400:
-        raise CallError("http_4xx", f"{response.status_code} {response.text[:200]}")
+        raise CallError("http_4xx", f"{response.status_code} {response.text[:200]}", response.status_code)
     try:
         return response.json()
     except (json.JSONDecodeError, ValueError):
@@ -107,12 +109,14 @@ class JSONEndpoint:
         key = os.environ.get(self.api_key_env, "") if self.api_key_env else ""
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def post_all(self, bodies: Sequence[dict], parse: Callable[[int, Any], Any], counts: Counter) -> list:
+    def post_all(self, bodies: Sequence[dict], parse: Callable[[int, Any], Any], counts: Counter,
+                 deadline_s: float | None = None) -> list:
         """Per body, in order: `parse(i, reply)`, or the `CallError` it ended with. `counts` gets
-        `calls` and `retries`."""
-        return run_coroutine(self._post_all(list(bodies), parse, counts)) if bodies else []
+        `calls` and `retries`. Calls still open (or waiting to retry) `deadline_s` after the start are
+        cancelled and end as `CallError("deadline")`: one stalled call cannot hold the batch longer."""
+        return run_coroutine(self._post_all(list(bodies), parse, counts, deadline_s)) if bodies else []
 
-    async def _post_all(self, bodies: list[dict], parse, counts: Counter) -> list:
+    async def _post_all(self, bodies: list[dict], parse, counts: Counter, deadline_s: float | None = None) -> list:
         import httpx
 
         headers = self.headers()
@@ -126,10 +130,17 @@ class JSONEndpoint:
                     return await post_json(client, self.url, body, headers)
 
             try:
-                return parse(i, await with_retries(call, retries=self.retries, backoff_s=self.backoff_s,
-                                                   counts=counts))
+                reply = await asyncio.wait_for(
+                    with_retries(call, retries=self.retries, backoff_s=self.backoff_s, counts=counts),
+                    timeout=None if deadline_s is None else max(0.0, deadline_s - (loop.time() - start)))
+                return parse(i, reply)
             except CallError as err:
                 return err
+            except TimeoutError:
+                return CallError("deadline", f"still open {deadline_s:g} s after the batch started")
+
+        loop = asyncio.get_running_loop()
+        start = loop.time()
 
         async with httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits) as client:
             return list(await asyncio.gather(*(one(client, i, body) for i, body in enumerate(bodies))))

@@ -7,6 +7,9 @@ sum of all calls. Failures never raise: each comes back as `RefineResult(None, e
 counted, so a flaky endpoint costs rectifications, not the run.
 
 Error kinds: those of `engines/http.py`, plus "empty" and "length" (the reply hit `max_tokens`).
+`step_deadline_s` bounds one `refine` call (one training step's requests): what is unfinished then
+ends as a counted "deadline" failure, so a stalled endpoint costs those rectifications, not
+`timeout_s x (retries + 1)` of every GPU's time.
 """
 
 from __future__ import annotations
@@ -109,7 +112,11 @@ class OpenAIRefiner:
         max_tokens: int = 16384,
         temperature: float = 0.0,
         extra_body: dict | None = None,
+        step_deadline_s: float | None = None,
     ):
+        if step_deadline_s is not None and step_deadline_s <= 0:
+            raise ValueError(f"step_deadline_s must be positive or null, got {step_deadline_s}")
+        self.step_deadline_s = step_deadline_s
         self.endpoint = JSONEndpoint(base_url.rstrip("/") + "/chat/completions", api_key_env=api_key_env,
                                      concurrency=concurrency, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
         self.url = self.endpoint.url
@@ -126,7 +133,9 @@ class OpenAIRefiner:
         bodies = [{"model": self.model, "messages": refine_messages(r), "temperature": self.temperature,
                    "max_tokens": self.max_tokens, **self.extra_body} for r in requests]
         results = []
-        for got in self.endpoint.post_all(bodies, lambda i, reply: parse_chat_reply(reply), counts):
+        replies = self.endpoint.post_all(bodies, lambda i, reply: parse_chat_reply(reply), counts,
+                                         deadline_s=self.step_deadline_s)
+        for got in replies:
             if isinstance(got, CallError):
                 counts[f"error/{got.kind}"] += 1
                 results.append(RefineResult(None, error=got.kind))
@@ -136,6 +145,19 @@ class OpenAIRefiner:
         self.last_stats = counts
         self.stats.update(counts)
         return results
+
+    def probe(self) -> None:
+        """One small call before training: raise if the endpoint refuses it with 401/403/404 (a missing
+        or wrong key, a wrong URL or model name); any other answer, even an error, lets training start."""
+        body = {"model": self.model, "messages": [{"role": "user", "content": "Reply with OK."}], "max_tokens": 1}
+        got, = self.endpoint.post_all([body], lambda i, reply: reply, Counter())
+        if isinstance(got, CallError) and got.status in (401, 403, 404):
+            hint = {401: f"the key in ${self.endpoint.api_key_env} is missing or wrong",
+                    403: f"the key in ${self.endpoint.api_key_env} may not use this model",
+                    404: "wrong URL (it includes the API version, e.g. https://api.deepseek.com/v1) or model name"}
+            raise ValueError(f"refiner {self.url} (model {self.model}) answered a first call with {got.status}: "
+                               f"{hint[got.status]}. Without a refiner SCOPE trains as GRPO; fix it before training "
+                               f"({str(got)[:200]})")
 
 
 def parse_chat_reply(reply: Any) -> str:

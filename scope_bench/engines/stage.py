@@ -233,9 +233,12 @@ class _Timed:
         return self._timer.wrap(self._name, value) if attr == self._method else value
 
 
-def tokenize_with_eos(tokenizer, text: str) -> list[int]:
-    """Refiner text as policy tokens, ending with end-of-sequence (the policy must learn to stop)."""
-    return tokenizer(text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+def tokenize_with_eos(tokenizer, text: str, end_ids: Sequence[int] | None = None) -> list[int]:
+    """Refiner text as policy tokens, ending with end-of-sequence (the policy must learn to stop):
+    `end_ids` where the engine knows how its sampled rows end (a Qwen chat model's `<|im_end|>`, not
+    the tokenizer's `<|endoftext|>`), else the tokenizer's eos."""
+    end = [tokenizer.eos_token_id] if end_ids is None else list(end_ids)
+    return tokenizer(text, add_special_tokens=False)["input_ids"] + end
 
 
 # ---------------------------------------------------------------------------------------- stages

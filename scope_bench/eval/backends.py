@@ -127,9 +127,9 @@ class HFBackend:
 
     def __init__(self, ckpt: str, *, batch_size: int = 32, device: str | None = None,
                  dtype: str = "auto", gguf_file: str | None = None, model: Any = None,
-                 tokenizer: Any = None):
+                 tokenizer: Any = None, context_extension: str | None = None):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.batch_size = batch_size
@@ -138,6 +138,11 @@ class HFBackend:
         extra = {"gguf_file": gguf_file} if gguf_file else {}
         try:
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(ckpt, **extra)
+            if context_extension and model is None:
+                config = AutoConfig.from_pretrained(ckpt, **extra)
+                for key, value in context_extension_overrides(config, context_extension).items():
+                    setattr(config, key, value)
+                extra["config"] = config
             self.model = model or AutoModelForCausalLM.from_pretrained(ckpt, dtype=getattr(torch, dtype),
                                                                        **extra)
         except (OSError, ValueError) as err:
@@ -239,18 +244,27 @@ class VLLMBackend:
 
     def __init__(self, ckpt: str, *, tensor_parallel_size: int = 1, dtype: str = "auto",
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, seed: int = 0,
-                 distributed_executor_backend: str | None = None, llm: Any = None, params_cls: Any = None):
+                 distributed_executor_backend: str | None = None, enforce_eager: bool = False,
+                 context_extension: str | None = None, llm: Any = None, params_cls: Any = None):
         if llm is None or params_cls is None:
             try:
                 import vllm
             except ImportError as err:
-                raise ImportError("the vllm backend needs vLLM on a GPU machine: "
-                                  "pip install 'scope-bench[gpu]'") from err
+                raise ImportError("the vllm backend needs vLLM: pip install 'scope-bench[gpu]' on a GPU "
+                                  "machine, or vLLM's CPU build (`make setup-test` installs it)") from err
             params_cls = params_cls or vllm.SamplingParams
             if llm is None:
                 kwargs = {k: v for k, v in (("max_model_len", max_model_len),
-                                            ("distributed_executor_backend", distributed_executor_backend)) if v}
+                                            ("distributed_executor_backend", distributed_executor_backend),
+                                            ("enforce_eager", enforce_eager)) if v}
+                if context_extension:
+                    from transformers import AutoConfig
+
+                    overrides = context_extension_overrides(AutoConfig.from_pretrained(ckpt), context_extension)
+                    kwargs["hf_overrides"] = overrides
+                    kwargs["max_model_len"] = max_model_len or overrides["max_position_embeddings"]
                 try:
+                    # on vLLM's CPU build gpu_memory_utilization is the share of RAM it reserves
                     llm = vllm.LLM(model=ckpt, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                                    gpu_memory_utilization=gpu_memory_utilization, seed=seed, **kwargs)
                 except (OSError, ValueError) as err:
@@ -350,3 +364,40 @@ def make_backend(kind: str, ckpt: str, **kwargs: Any) -> Backend:
     if kind == "openai":
         return OpenAIBackend(ckpt, **kwargs)
     raise ValueError(f"unknown backend {kind!r}: use hf, vllm or openai")
+
+
+def budget_warning(max_tokens: int, context: int | None, prompt_tokens: int = 1) -> tuple[int, str | None]:
+    """`(new tokens a sample can draw, a warning or None)`. vLLM stops at the model's context
+    (`max_model_len`), so a `max_tokens` past what the context leaves after the prompt is never reached
+    (LUFFY's 8,192 on Qwen2.5-Math-7B's 4,096): the number a report compares is not the one it records."""
+    if context is None or prompt_tokens + max_tokens <= context:
+        return max_tokens, None
+    effective = max(0, context - prompt_tokens)
+    return effective, (f"max_tokens={max_tokens} does not fit the model's context of {context} tokens: samples "
+                       f"stop after at most {effective} new tokens (context minus the prompt); summary.json "
+                       "records this as budget.effective_max_tokens")
+
+
+# A longer context for a model whose own is shorter than the evaluation budget: the values LUFFY used to
+# evaluate Qwen2.5-Math-7B (4,096 positions, rope_theta 10,000) at its 8,192-token budget. Source: the
+# LUFFY paper (arXiv 2504.14945, implementation details: "rope theta from 10000 to 40000, window 16k")
+# and its released base checkpoint `Elliott/Qwen2.5-Math-7B-16k-think` (the MODEL_PATH of its README).
+CONTEXT_EXTENSIONS = {
+    "luffy": {"rope_theta": 40000.0, "max_position_embeddings": 16384},
+}
+
+
+def context_extension_overrides(config: Any, name: str) -> dict[str, Any]:
+    """The config attributes to set for the named context extension (`CONTEXT_EXTENSIONS`), in the
+    config's own form: transformers 5 keeps rope_theta inside `rope_parameters`, older configs at the
+    top level. The same dict goes to transformers (setattr) and to vLLM (`hf_overrides`)."""
+    if name not in CONTEXT_EXTENSIONS:
+        raise ValueError(f"unknown context extension {name!r}: use one of {', '.join(CONTEXT_EXTENSIONS)}")
+    values = CONTEXT_EXTENSIONS[name]
+    out: dict[str, Any] = {"max_position_embeddings": values["max_position_embeddings"]}
+    rope = getattr(config, "rope_parameters", None)
+    if isinstance(rope, dict):
+        out["rope_parameters"] = {**rope, "rope_theta": values["rope_theta"]}
+    else:
+        out["rope_theta"] = values["rope_theta"]
+    return out

@@ -9,6 +9,9 @@
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+from pathlib import Path
 
 from scope_bench.eval.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
@@ -23,7 +26,9 @@ def _data_override(text: str) -> tuple[str, str]:
 def register(subparsers) -> None:
     p = subparsers.add_parser("eval", help="evaluate a checkpoint on the benchmarks (tasks/*.yaml)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", help="model folder, Hub id, .gguf file, or the served model name (openai)")
+    p.add_argument("--ckpt", help="model folder, Hub id, .gguf file, the served model name (openai), or a verl "
+                                  "checkpoint: global_step_N, its actor/, or a run folder (its latest step), "
+                                  "merged once into global_step_N/merged_hf")
     p.add_argument("--tasks", default="all", help="comma-separated tasks and groups (math-id, ood, all)")
     p.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"])
     p.add_argument("--out", help="run folder (default runs/eval/<label>)")
@@ -58,8 +63,15 @@ def register(subparsers) -> None:
     p.add_argument("--ray-address", help="join this Ray cluster (e.g. auto, ray://head:10001) for --dp; "
                                          "default: start a local Ray for the run")
     p.add_argument("--tp", type=int, default=1, help="vllm: tensor parallel size (per replica with --dp)")
-    p.add_argument("--gpu-memory-utilization", type=float, default=0.9, help="vllm")
+    p.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                   help="vllm: share of GPU memory (of RAM on vLLM's CPU build) to reserve")
     p.add_argument("--max-model-len", type=int, help="vllm: context length")
+    p.add_argument("--context-extension", choices=["luffy"],
+                   help="hf/vllm: evaluate with a longer context than the checkpoint's own: luffy = rope_theta "
+                        "40000 and 16,384 positions, as LUFFY evaluated Qwen2.5-Math-7B (4,096) at 8,192 new "
+                        "tokens (recorded in summary.json)")
+    p.add_argument("--enforce-eager", action="store_true",
+                   help="vllm: no torch.compile / CUDA graphs (starts much faster; decodes slower on GPU)")
     p.add_argument("--base-url", default="http://localhost:8000/v1", help="openai: server URL")
     p.add_argument("--concurrency", type=int, default=16, help="openai: requests in flight")
     p.add_argument("--grading-workers", type=int, help="processes for math grading (default: one per core)")
@@ -72,11 +84,35 @@ def register(subparsers) -> None:
 def _backend_kwargs(args) -> dict:
     if args.backend == "hf":
         return {"batch_size": args.batch_size, "device": args.device, "dtype": args.dtype,
-                "gguf_file": args.gguf_file}
+                "gguf_file": args.gguf_file, "context_extension": args.context_extension}
     if args.backend == "vllm":
         return {"tensor_parallel_size": args.tp, "dtype": args.dtype, "seed": args.seed,
-                "gpu_memory_utilization": args.gpu_memory_utilization, "max_model_len": args.max_model_len}
+                "gpu_memory_utilization": args.gpu_memory_utilization, "max_model_len": args.max_model_len,
+                "enforce_eager": args.enforce_eager, "context_extension": args.context_extension}
     return {"base_url": args.base_url, "concurrency": args.concurrency}
+
+
+def context_budget(args) -> dict | None:
+    """The requested new-token budget against the model's context (`--max-model-len`, else the
+    config's `max_position_embeddings`), warned about on stderr when it cannot be met; None when
+    either is unknown (a Hub id is not fetched for this, an openai server is not asked)."""
+    from scope_bench.eval.backends import budget_warning
+    from scope_bench.eval.protocol import PROTOCOLS
+
+    requested = args.max_tokens or PROTOCOLS[args.protocol].settings.get("max_tokens")
+    context = args.max_model_len
+    if context is None and args.context_extension and args.backend != "openai":
+        from scope_bench.eval.backends import CONTEXT_EXTENSIONS
+
+        context = CONTEXT_EXTENSIONS[args.context_extension]["max_position_embeddings"]
+    if context is None and args.backend != "openai" and (Path(args.ckpt) / "config.json").is_file():
+        context = json.loads((Path(args.ckpt) / "config.json").read_text()).get("max_position_embeddings")
+    if not requested or not context:
+        return None
+    effective, warning = budget_warning(requested, context)
+    if warning:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    return {"max_tokens": requested, "context": context, "effective_max_tokens": effective}
 
 
 def run(args) -> int:
@@ -94,6 +130,13 @@ def run(args) -> int:
         return 0
     if not args.ckpt:
         raise ValueError("--ckpt is required (or --export-lm-eval DIR)")
+    if args.backend != "openai":  # a verl checkpoint is merged into a model folder first (eval/checkpoint.py)
+        from scope_bench.eval.checkpoint import MERGED, merged_label, resolve_checkpoint
+
+        args.ckpt = resolve_checkpoint(args.ckpt)
+        if args.label is None and Path(args.ckpt).name == MERGED:
+            args.label = merged_label(Path(args.ckpt))
+    budget = context_budget(args)
     chunk = args.chunk_size or (1024 if args.backend == "vllm" else 64)
     summary = evaluate(
         args.ckpt, args.tasks, backend=args.backend, out_dir=args.out, label=args.label,
@@ -102,7 +145,16 @@ def run(args) -> int:
         prompt_format=args.prompt_format, force=args.force, chunk_size=chunk,
         grading_workers=args.grading_workers, backend_kwargs=_backend_kwargs(args), tasks_dir=args.tasks_dir,
         protocol=args.protocol, dp=args.dp, ray_address=args.ray_address)
-    print(format_summary(summary))
     out = args.out or f"runs/eval/{summary['label']}"
+    if budget:  # what the context allowed next to what was asked (the tasks' own budgets are in `sampling`)
+        summary["budget"] = budget
+    if args.context_extension:
+        from scope_bench.eval.backends import CONTEXT_EXTENSIONS
+
+        summary["context_extension"] = {"name": args.context_extension,
+                                        **CONTEXT_EXTENSIONS[args.context_extension]}
+    if budget or args.context_extension:
+        Path(out, SUMMARY_FILE).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    print(format_summary(summary))
     print(f"results: {out}/{RESULTS_FILE}  summary: {out}/{SUMMARY_FILE}")
     return 0

@@ -49,12 +49,13 @@ class ReplicaSpec:
     dp: int = 1
     ray_address: str | None = None  # None: a local Ray started here (and stopped at the end)
     restarts: int = 3  # replicas that may die before the run gives up
+    gpu: bool = True  # False: vLLM's CPU build on a cluster without GPUs (run_replicas decides)
 
     def resources(self) -> dict[str, float]:
-        """What one replica reserves: `tp` GPUs for vLLM, one GPU for a transformers model on cuda,
-        one CPU otherwise."""
+        """What one replica reserves: `tp` GPUs for vLLM (none with its CPU build), one GPU for a
+        transformers model on cuda, one CPU otherwise."""
         if self.backend == "vllm":
-            return {"num_cpus": 1, "num_gpus": int(self.backend_kwargs.get("tensor_parallel_size", 1))}
+            return {"num_cpus": 1, "num_gpus": int(self.backend_kwargs.get("tensor_parallel_size", 1)) * self.gpu}
         if self.backend == "hf" and str(self.backend_kwargs.get("device") or "").startswith("cuda"):
             return {"num_cpus": 1, "num_gpus": 1}
         return {"num_cpus": 1, "num_gpus": 0}
@@ -213,6 +214,10 @@ def run_replicas(spec: ReplicaSpec, work: Work, store: ResultStore, *, ckpt: str
 
     pool = None
     try:
+        if spec.backend == "vllm" and not ray.cluster_resources().get("GPU"):
+            print("scope-bench eval: the Ray cluster has no GPU: vLLM replicas run on its CPU build",
+                  file=sys.stderr)
+            spec = dataclasses.replace(spec, gpu=False)
         check_resources(spec, ray.cluster_resources())
         pool = _Pool(spec)
         templates = ray.get([a.has_chat_template.remote() for a in pool.actors])  # every replica loaded

@@ -37,6 +37,13 @@ def default_label(ckpt: str) -> str:
     return name or str(ckpt).strip("/").replace("/", "_")
 
 
+def _grading_record() -> dict:
+    """Which rules graded the run: the grader's version and its (default) policy, as the reward's."""
+    from scope_bench.grading.policy import grading_record
+
+    return grading_record()
+
+
 def versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist in ("scope-bench", "torch", "transformers", "vllm", "datasets", "math-verify"):
@@ -282,7 +289,9 @@ def summarize(ckpt: str, label: str, tasks: list[Task], problems: dict[str, list
         per_task[task.name] = entry
     return {
         "label": label, "checkpoint": ckpt, "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "versions": versions(), "seed": seed, "protocol": protocol or {}, "tasks": per_task,
+        "versions": versions(), "seed": seed, "protocol": protocol or {},
+        "grading": _grading_record(),  # the grader's version and policy (docs/grading.md)
+        "tasks": per_task,
         "groups": group_scores({t: v["score"] for t, v in per_task.items()}, groups),
         "skipped": skipped,
     }

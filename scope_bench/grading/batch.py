@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from scope_bench.grading.equivalence import fast_match, gold_text, quiet_math_verify, verify_slow
-from scope_bench.grading.extract import extract_answer
+from scope_bench.grading.extract import count_items, extract_answer
+from scope_bench.grading.policy import DEFAULT_POLICY, GradingPolicy
 
 DEFAULT_TIMEOUT_S = 5.0
 WORKER_START_TIMEOUT_S = 120.0
@@ -68,30 +69,37 @@ def grade_math_batch(
     timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
     progress: bool = False,
+    policy: GradingPolicy = DEFAULT_POLICY,
 ) -> list[Grade]:
     """Grade each response against its ground truth; every item finishes within `timeout_s`.
+
+    A verdict is a function of (response, ground truth, policy) alone, whatever the process graded
+    before and however loaded the machine: where the time limit decides instead, the grade says so
+    (`method="timeout"`, scored 0), never a silent verdict.
 
     `workers=0` runs the slow path in this process, bounded by SIGALRM on the main thread (a soft
     bound: a single long C call finishes first) and by the worker pool elsewhere; `workers>=1`
     resizes the shared pool of killable worker processes to that many (hard bound); `None` uses
     the shared pool as it is, or starts one worker per core (at most 8).
     """
-    return _grade(responses, ground_truths, timeout_s, workers, progress, new_pool_size=default_workers())
+    return _grade(responses, ground_truths, timeout_s, workers, progress, new_pool_size=default_workers(),
+                  policy=policy)
 
 
-def _grade(responses, ground_truths, timeout_s, workers, progress, *, new_pool_size: int) -> list[Grade]:
+def _grade(responses, ground_truths, timeout_s, workers, progress, *, new_pool_size: int,
+           policy: GradingPolicy = DEFAULT_POLICY) -> list[Grade]:
     """Fast path here, the rest (deduplicated) on the pool; `new_pool_size` if a pool must start."""
     if len(responses) != len(ground_truths):
         raise ValueError(f"{len(responses)} responses but {len(ground_truths)} ground truths")
     grades: list[Grade | None] = [None] * len(responses)
     slow: list[tuple[int, str, str]] = []
     for i, (response, truth) in enumerate(zip(responses, ground_truths)):
-        prediction = extract_answer(response or "")
+        gold = gold_text(truth)
+        prediction = extract_answer(response or "", gold_items=count_items(gold), policy=policy)
         if prediction is None:
             grades[i] = Grade(False, None, "no_answer")
             continue
-        gold = gold_text(truth)
-        verdict = fast_match(prediction, gold)
+        verdict = fast_match(prediction, gold, policy)
         if verdict is None:
             slow.append((i, prediction, gold))
         else:
@@ -120,19 +128,21 @@ def math_rewards(
     *,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     workers: int | None = None,
+    policy: GradingPolicy = DEFAULT_POLICY,
 ) -> list[float]:
     """1.0/0.0 per response (eq. 7's verifiable reward); never hangs, see `grade_math_batch`."""
-    grades = grade_math_batch(responses, ground_truths, timeout_s=timeout_s, workers=workers)
+    grades = grade_math_batch(responses, ground_truths, timeout_s=timeout_s, workers=workers, policy=policy)
     return [g.score for g in grades]
 
 
-def math_reward(response: str, ground_truth, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> float:
+def math_reward(response: str, ground_truth, *, timeout_s: float = DEFAULT_TIMEOUT_S,
+                policy: GradingPolicy = DEFAULT_POLICY) -> float:
     """1.0 if the response's final answer equals the ground truth, else 0.0.
 
     Bounded on any thread: what the fast path cannot decide runs in the shared worker pool (started
     with one worker if there is none yet), killed after `timeout_s`.
     """
-    return _grade([response], [ground_truth], timeout_s, None, False, new_pool_size=1)[0].score
+    return _grade([response], [ground_truth], timeout_s, None, False, new_pool_size=1, policy=policy)[0].score
 
 
 class _Timeout(BaseException):  # math_verify catches Exception

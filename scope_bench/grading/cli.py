@@ -6,7 +6,9 @@
 Labels (`labels.jsonl`, one line per input row, in order) are appended chunk by chunk, so an
 interrupted run resumes where it stopped; `summary.json` is rebuilt from all labels at the end.
 Rows whose source (`--source-field`, e.g. LUFFY's `data_source`) is ARC/GPQA/MMLU are graded as
-multiple choice, the rest as math, unless `--kind` says otherwise.
+multiple choice, the rest as math, unless `--kind` says otherwise. The grading policy options
+(`--unboxed`, `--percent`, `--decimal-comma`) default to what eval and the training reward use;
+`summary.json` records them with the grader's version (docs/grading.md).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
+from scope_bench.grading.policy import grading_record
 from scope_bench.io import read_rows
 
 CHUNK = 512
@@ -34,6 +37,18 @@ def register(subparsers) -> None:
     p.add_argument("--workers", type=int, default=None,
                    help="grading processes (default: one per core, max 8)")
     p.add_argument("--timeout-s", type=float, default=None, help="time limit per answer (default 5)")
+    policy = p.add_argument_group("grading policy (defaults: what eval and the training reward use; "
+                                  "docs/grading.md)")
+    policy.add_argument("--unboxed", choices=("anchored", "last_math"), default="anchored",
+                        help="a response with no box: anchored = only an answer phrase (`The final answer "
+                             "is`, `Answer:`, `####`) gives its answer (default); last_math = else its "
+                             "last math span or number, for models that neither box nor say so")
+    policy.add_argument("--percent", choices=("drop", "either"), default="drop",
+                        help="drop = `28\\%%` is 28 on both sides, as the MATH benchmark means it (default); "
+                             "either = a gold `28\\%%` also accepts 0.28")
+    policy.add_argument("--decimal-comma", action="store_true",
+                        help="read `1,5` and `0,111` as decimals (default: `1,5` is two items, `1,234` "
+                             "is a thousands separator)")
     p.add_argument("--overwrite", action="store_true", help="start again instead of resuming")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.set_defaults(func=run)
@@ -58,6 +73,14 @@ def _kind(row: dict, args) -> str:
     return "choice" if source is not None and is_choice_source(source) else "math"
 
 
+def policy_of(args):
+    """The grading policy the command line asks for."""
+    from scope_bench.grading.policy import GradingPolicy
+
+    return GradingPolicy(unboxed=getattr(args, "unboxed", "anchored"), percent=getattr(args, "percent", "drop"),
+                         decimal_comma=bool(getattr(args, "decimal_comma", False)))
+
+
 def grade_rows(rows: list[dict], args, where: str, start: int = 0) -> list[dict]:
     """Labels for `rows`: math answers as one batch, multiple choice one by one (cheap)."""
     from scope_bench.grading.batch import DEFAULT_TIMEOUT_S, grade_math_batch
@@ -80,14 +103,14 @@ def grade_rows(rows: list[dict], args, where: str, start: int = 0) -> list[dict]
     grades = grade_math_batch([str(field(rows[i], args.response_field, where) or "") for i in math_idx],
                               [field(rows[i], args.answer_field, where) for i in math_idx],
                               progress=len(math_idx) > CHUNK // 2,
-                              timeout_s=timeout_s, workers=args.workers)
+                              timeout_s=timeout_s, workers=args.workers, policy=policy_of(args))
     for i, grade in zip(math_idx, grades):
         labels[i] = {"prediction": grade.prediction, "correct": int(grade.correct), "method": grade.method,
                      "source": rows[i].get(args.source_field)}
     return labels
 
 
-def summarize(labels: list[dict], input_path: Path) -> dict:
+def summarize(labels: list[dict], input_path: Path, policy=None) -> dict:
     by_source: dict = defaultdict(lambda: [0, 0])
     for label in labels:
         counts = by_source[str(label.get("source"))]
@@ -105,6 +128,7 @@ def summarize(labels: list[dict], input_path: Path) -> dict:
         "errors": methods.get("error", 0),
         "methods": dict(methods),
         "by_source": {s: {"n": c[0], "accuracy": 100.0 * c[1] / c[0]} for s, c in sorted(by_source.items())},
+        "grading": grading_record(policy) if policy is not None else grading_record(),
     }
 
 
@@ -134,7 +158,7 @@ def run(args) -> int:
             out.flush()
             done += labels
             bar.update(len(chunk))
-    summary = summarize(done, args.input)
+    summary = summarize(done, args.input, policy_of(args))
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(f"{summary['correct']}/{summary['n']} correct ({summary['accuracy']:.2f}%), "
           f"{summary['no_answer']} without an answer, {summary['timeouts']} timed out -> {out_dir}")

@@ -25,7 +25,10 @@ Documented behaviour of the known traps:
 - `4.5e33` (58 golds in LUFFY's Minerva copy, and some model answers) is 4.5 * 10^33, never
   4.5 * e * 33 as Math-Verify reads it;
 - `\\dfrac`/`\\tfrac` are `\\frac`; `1,000` and `1{,}000` are one thousand, `1, 2` is a set;
-- `\\%` and degrees are dropped on both sides (Hendrycks), so `50\\%` matches `50`, not `0.5`;
+- `\\%` (and `percent`, `pct`) and degrees are dropped on both sides (Hendrycks), so `50\\%`
+  matches `50`, not `0.5` (policy `percent="either"` accepts `0.5` too);
+- `4 4/9` is the mixed number 40/9 and `1 000` is 1000; `2 3` is neither 23 nor 5;
+- `1, 2, 3, \\ldots` (an ellipsis at the end) is not `1, 2, 3`;
 - intervals vs inequalities follow Math-Verify: a gold inequality `1 < x < 2` accepts `(1, 2)`,
   a gold interval `(1, 2)` does not accept the inequality;
 - a gold float with an integral value (AMC's `27.0`) is the integer 27.
@@ -38,7 +41,14 @@ import re
 from fractions import Fraction
 from functools import lru_cache
 
-from scope_bench.grading.normalize import normalize_answer, parse_number
+from scope_bench.grading.normalize import (
+    DECIMAL_COMMA_RE,
+    SPACED_DIGITS,
+    normalize_answer,
+    parse_number,
+    spaced_numbers,
+)
+from scope_bench.grading.policy import DEFAULT_POLICY, GradingPolicy
 
 REL_TOL = 1e-4
 # Math-Verify rounds floats to this many decimals before comparing
@@ -81,9 +91,20 @@ def strip_percent(answer: str) -> str:
 
 
 @lru_cache(maxsize=1 << 16)
-def _gold_forms(gold: str) -> tuple[str, tuple[Fraction, str] | None]:
-    norm = normalize_answer(gold)
+def _gold_forms(gold: str, decimal_comma: bool = False) -> tuple[str, tuple[Fraction, str] | None]:
+    norm = normalize_answer(gold, decimal_comma=decimal_comma)
     return norm, parse_number(norm)
+
+
+_ELLIPSIS_RE = re.compile(r"(?:\\[lc]?dots|\.\.\.|…)\s*\\?[\]\)\}]?\s*$")
+_SPACED_DIGITS_RE = re.compile(r"\d" + re.escape(SPACED_DIGITS) + r"\d")
+_ZERO_DENOMINATOR_RE = re.compile(r"-?\\frac\{-?\d+\}\{0+\}")
+_PERCENT_RE = re.compile(r"\\?%|\d\s*(?:percentage|percent|pct)\b")
+
+
+def open_ended(answer: str) -> bool:
+    """`1, 2, 3, \\ldots`: an answer that ends in an ellipsis goes on (an infinite sequence)."""
+    return bool(_ELLIPSIS_RE.search(answer.strip().strip("$").strip()))
 
 
 def _near_rounding_tie(x: Fraction) -> bool:
@@ -108,15 +129,28 @@ def numbers_match(pred: tuple[Fraction, str], gold: tuple[Fraction, str]) -> boo
     return False
 
 
-def fast_match(pred: str, gold: str) -> bool | None:
-    """Rules 1-2: True/False when decided exactly without sympy, None when Math-Verify must decide."""
-    gold_norm, gold_number = _gold_forms(gold)
-    pred_norm = normalize_answer(pred)
+def fast_match(pred: str, gold: str, policy: GradingPolicy = DEFAULT_POLICY) -> bool | None:
+    """Rules 1-2: True/False when decided exactly without sympy, None when Math-Verify must decide.
+
+    Also False, never Math-Verify's call: an answer that goes on (`1, 2, 3, \\ldots`) for a gold
+    that does not; digits with a space between them that is neither a thousands separator nor a mixed
+    number (`2 3` is not 23, nor 5 as Math-Verify reads it); a fraction over zero (`4 0/0`)."""
+    gold_norm, gold_number = _gold_forms(gold, policy.decimal_comma)
+    pred_norm = normalize_answer(pred, decimal_comma=policy.decimal_comma)
     if pred_norm and pred_norm == gold_norm:
         return True
+    if open_ended(pred) != open_ended(gold):
+        return False
+    if _SPACED_DIGITS_RE.search(pred_norm) or _ZERO_DENOMINATOR_RE.fullmatch(pred_norm):
+        return False
     if gold_number is not None:
+        if not policy.decimal_comma and DECIMAL_COMMA_RE.fullmatch(pred_norm):
+            return False  # `0,111` and `1,5` are two items for a number gold (Math-Verify reads 0.111)
         pred_number = parse_number(pred_norm)
         if pred_number is not None:
+            if (policy.percent == "either" and _PERCENT_RE.search(gold) and not _PERCENT_RE.search(pred)
+                    and pred_number[0] * 100 == gold_number[0]):
+                return True
             return numbers_match(pred_number, gold_number)
     return None
 
@@ -125,16 +159,16 @@ _TWO_STAGE = {"enabled": True, "installed": False}
 
 
 def two_stage_parsing(enabled: bool | None = None) -> None:
-    """ANTLR's two-stage parsing for latex2sympy's LaTeX parser, which Math-Verify runs in full LL mode.
+    """latex2sympy's LaTeX parser in Math-Verify's own LL mode, with ANTLR's full-context predictions
+    cached (`_full_context_cache_class`), which ANTLR recomputes at every `x^2` otherwise.
 
-    Profiling the grader on the benchmark rows: about three quarters of the slow path is latex2sympy's
-    ANTLR parser predicting alternatives in LL mode, whose full-context predictions are never cached.
-    SLL prediction is cached and several times cheaper, and ANTLR guarantees that an SLL parse that
-    succeeds is the tree LL would build; where SLL reports a syntax error, the input is parsed again in
-    LL (whose full-context predictions are then cached, `_full_context_cache_class`). So the parse
-    trees, and every label, are Math-Verify's own (checked on the real rows by the tests). Installed
-    by the first slow-path grade; `enabled=False` restores plain LL parsing (to
-    compare), `True` turns it back on, None leaves the setting as it is.
+    (The name stays from grader v1, which tried a cheaper SLL parse first and fell back to LL on a
+    syntax error. SLL may build another tree than LL on an ambiguous input, and which one depended on
+    what the process had parsed before (ANTLR's shared DFA): `1 = \\zzz = x = 0` parsed as Math-Verify
+    parses it in one process and as `z*z` in another. So since v2 every parse is LL, as Math-Verify's,
+    and the only speed-up kept is the cache, a memo of a pure function: same input, same tree, in any
+    process and after any history.) Installed by the first slow-path grade; `enabled=False` restores
+    plain LL parsing without the cache (to compare), `True` turns it back on, None leaves it as it is.
     """
     if enabled is not None:
         _TWO_STAGE["enabled"] = enabled
@@ -147,34 +181,20 @@ def two_stage_parsing(enabled: bool | None = None) -> None:
     def create_parser(self, latex_str):
         parser = ll_create_parser(self, latex_str)
         if _TWO_STAGE["enabled"]:
-            parser.math = _sll_then_ll(parser, parser.math)
+            _ll_with_cache(parser)
         return parser
 
     _Latex2Sympy.create_parser = create_parser
     _TWO_STAGE["installed"] = True
 
 
-def _sll_then_ll(parser, parse_rule):
-    """`parse_rule` of `parser` in SLL mode; on a syntax error (raised by latex2sympy's error listener)
-    rewound and run again in LL mode, which raises the error again if the input really is invalid.
-
-    SLL fails on every `x^2` (the grammar's `atom_expr` needs full context to tell `x^{2}` from
-    `x^{2}_{1}`), so about one parse in ten reaches LL, where each such decision is a full-context
-    prediction ANTLR never caches; `_full_context_cache_class` caches them."""
+def _ll_with_cache(parser) -> None:
+    """`parser` predicting in LL mode (Math-Verify's) with its full-context predictions cached."""
     from antlr4.atn.PredictionMode import PredictionMode
 
-    def run():
-        parser._interp.predictionMode = PredictionMode.SLL
-        try:
-            return parse_rule()
-        except Exception:  # noqa: BLE001 - latex2sympy's listener raises plain Exception
-            parser.reset()
-            if not isinstance(parser._interp, _full_context_cache_class()):
-                parser._interp = _full_context_cache_class()(
-                    parser, parser.atn, parser.decisionsToDFA, parser.sharedContextCache)
-            parser._interp.predictionMode = PredictionMode.LL
-            return parse_rule()
-    return run
+    parser._interp = _full_context_cache_class()(parser, parser.atn, parser.decisionsToDFA,
+                                                 parser.sharedContextCache)
+    parser._interp.predictionMode = PredictionMode.LL
 
 
 # (decision, invoking states of the outer context, parser precedence stack) -> [(token types read, alt)]
@@ -268,7 +288,7 @@ def _parse_gold(gold: str) -> list:
 
 
 def _parse_pred(pred: str) -> list:
-    return _parse_boxed(strip_percent(sci_to_latex(pred)))
+    return _parse_boxed(strip_percent(sci_to_latex(spaced_numbers(pred))))
 
 
 @lru_cache(maxsize=1 << 14)
@@ -412,9 +432,9 @@ def _concrete_functions(gold, pred):
     return tuple(x.replace(lambda e: isinstance(e, AppliedUndef), concrete) for x in (gold, pred))
 
 
-def answers_match(pred: str, gold: str) -> bool:
+def answers_match(pred: str, gold: str, policy: GradingPolicy = DEFAULT_POLICY) -> bool:
     """Rules 1-3 in one call, unbounded (the batch module adds the time limit)."""
-    verdict = fast_match(pred, gold)
+    verdict = fast_match(pred, gold, policy)
     return verify_slow(pred, gold) if verdict is None else verdict
 
 

@@ -1,14 +1,17 @@
 """The demo's report: the paper's comparison in miniature and verdicts on its four claims.
 
 `measure_*` turn one evaluated checkpoint and its training run into numbers per seed
-(`values[variant][metric][seed]`); `demo_tables` builds Table 1 (ID and OOD accuracy), the Table-3
-block (how teacher text is used), Table 4 (diversity and pass@k) and a training table, each cell a
-mean ± std over seeds; `judge(CLAIMS, values)` gives the verdicts; `write_demo_report` writes
-report.md / report.tex and the figure. Every number comes from the runs.
+(`values[variant][metric][seed]`: per-problem scores `{problem_id: score}` for evaluation metrics, a
+number for training metrics; the warm start's seed is None, shared by every seed); `demo_tables`
+builds Table 1 (ID and OOD accuracy, each method's change from the warm start), the Table-3 block
+(how teacher text is used), Table 4 (diversity and pass@k) and a training table, each cell a mean ±
+std over seeds; `judge((POSITIVE_CONTROL, *CLAIMS), values)` gives the verdicts; `write_demo_report`
+writes report.md / report.tex and the figure. Every number comes from the runs.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -16,13 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from scope_bench.analysis.verdicts import Claim, Comparison, Verdict, judge
+from scope_bench.analysis.verdicts import HOLDS, Claim, Comparison, Verdict, judge, seed_mean
 from scope_bench.reports.tables import Block, Row, Spread, Table, to_latex, to_markdown
 
 START = "start"  # the variant key of the starting checkpoint (warm start)
 SPLIT_NAMES = {"id": "ID", "ood": "OOD"}
 # the tail of training whose mean stands for "where training ended" (single steps are noisy)
 LAST_SHARE = 1 / 3
+
+# Before any claim: can plain RL learn in this world at all? If GRPO does not beat the checkpoint it
+# started from, no comparison of RL methods here can be read.
+POSITIVE_CONTROL = Claim(
+    "0", "RL learns here: GRPO beats the warm start it started from on held-out ID problems",
+    Comparison("grpo", START, "id/pass@1"), (Comparison("grpo", START, "ood/pass@1"),))
 
 CLAIMS = (
     Claim("1", "Where on-policy success is rare, SCOPE beats on-policy RL (Table 1: SCOPE > On-Policy RL)",
@@ -70,15 +79,43 @@ START_VARIANT = Variant(START, "Warm start", "")
 # ------------------------------------------------------------------------------------ measuring
 
 
-def measure_eval(summary: dict, responses: dict[str, list[str]], split: str, task: str) -> dict[str, float]:
-    """pass@1, pass@k (k = samples per problem) and mean div-score over prompts of one evaluation."""
-    from scope_bench.analysis.diversity import diversity_by_prompt
+def eval_grades(eval_dir: Path, task: str, problem_ids: Sequence[str]) -> tuple[dict, dict]:
+    """Per problem of `problem_ids`, the 0/1 grades and the responses of one evaluation, in sample
+    order (the results file may hold more problems, from an earlier, larger evaluation)."""
+    from scope_bench.eval.store import ResultStore
 
-    entry = summary["tasks"][task]
-    k = str(entry["samples_per_problem"])
-    divs = [m["div-score"] for m in diversity_by_prompt(responses).values() if not math.isnan(m["div-score"])]
-    return {f"{split}/pass@1": float(entry["pass@k"]["1"]), f"{split}/pass@k": float(entry["pass@k"][k]),
-            f"{split}/div-score": float(np.mean(divs)) if divs else math.nan}
+    path = Path(eval_dir) / "summary.json"
+    summary = json.loads(path.read_text())
+    try:
+        checkpoint, n = summary["checkpoint"], int(summary["tasks"][task]["samples_per_problem"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: missing field {err}") from None
+    store = ResultStore(Path(eval_dir) / "results.jsonl")
+    grades, responses = {}, {}
+    for pid in problem_ids:
+        have = store.samples(checkpoint, task, pid)
+        if any(j not in have for j in range(n)):
+            raise ValueError(f"{store.path}: problem {pid!r} has {len(have)} of {n} samples; rerun the evaluation")
+        grades[pid] = [int(have[j]["correct"]) for j in range(n)]
+        responses[pid] = [have[j].get("response") or "" for j in range(n)]
+    return grades, responses
+
+
+def measure_greedy(grades: dict[str, list[int]], split: str) -> dict[str, dict]:
+    """pass@1 of a greedy evaluation, per problem (0 or 100)."""
+    return {f"{split}/pass@1": {pid: 100.0 * g[0] for pid, g in grades.items()}}
+
+
+def measure_samples(grades: dict[str, list[int]], responses: dict[str, list[str]], split: str) -> dict[str, dict]:
+    """Per problem of a sampled evaluation (k samples at temperature 1): the mean accuracy of the
+    samples (`sampled@1`), the unbiased pass@k with k = all samples, and the div-score."""
+    from scope_bench.analysis.diversity import diversity_by_prompt
+    from scope_bench.eval.metrics import pass_at_k
+
+    divs = diversity_by_prompt(responses)
+    return {f"{split}/sampled@1": {p: 100.0 * float(np.mean(g)) for p, g in grades.items()},
+            f"{split}/pass@k": {p: 100.0 * pass_at_k(len(g), sum(g), len(g)) for p, g in grades.items()},
+            f"{split}/div-score": {p: m["div-score"] for p, m in divs.items() if not math.isnan(m["div-score"])}}
 
 
 def measure_training(rows: Sequence[dict]) -> dict[str, float]:
@@ -99,17 +136,41 @@ def _mean_of(rows, key: str) -> float:
     return float(np.mean(vals)) if vals else math.nan
 
 
-def add_values(values: dict, variant: str, seed, scores: dict[str, float]) -> None:
-    """File one checkpoint's scores under `values[variant][metric][seed]` (NaN: not measured)."""
+def add_values(values: dict, variant: str, seed, scores: dict) -> None:
+    """File one checkpoint's scores under `values[variant][metric][seed]`: per-problem mappings or
+    numbers (NaN, or an empty mapping: not measured). The warm start's seed is None."""
     for metric, value in scores.items():
-        if not math.isnan(value):
-            values.setdefault(variant, {}).setdefault(metric, {})[seed] = value
+        if isinstance(value, dict):
+            value = {p: float(x) for p, x in value.items() if not math.isnan(x)}
+            if not value:
+                continue
+        elif math.isnan(value):
+            continue
+        values.setdefault(variant, {}).setdefault(metric, {})[seed] = value
     if "id/pass@1" in scores and "ood/pass@1" in scores:  # the mean of ID and OOD accuracy, per seed
-        values[variant].setdefault("avg/pass@1", {})[seed] = (scores["id/pass@1"] + scores["ood/pass@1"]) / 2
+        values[variant].setdefault("avg/pass@1", {})[seed] = (
+            seed_mean(scores["id/pass@1"]) + seed_mean(scores["ood/pass@1"])) / 2
+
+
+def changes_from_start(values: dict) -> dict:
+    """`values` plus, for every variant trained from the start, `<split>/vs-start`: per seed its pass@1
+    minus the starting checkpoint's on the same problems."""
+    out = {k: dict(v) for k, v in values.items()}
+    start = values.get(START, {})
+    for variant, metrics in values.items():
+        if variant == START:
+            continue
+        for split in SPLIT_NAMES:
+            base = start.get(f"{split}/pass@1", {}).get(None)
+            mine = metrics.get(f"{split}/pass@1", {})
+            if base is not None and mine:
+                out[variant][f"{split}/vs-start"] = {
+                    s: float(np.mean([v[p] - base[p] for p in v if p in base])) for s, v in mine.items()}
+    return out
 
 
 def spread(values: dict, variant: str, metric: str) -> Spread | None:
-    per_seed = list(values.get(variant, {}).get(metric, {}).values())
+    per_seed = [seed_mean(v) for v in values.get(variant, {}).get(metric, {}).values()]
     if not per_seed:
         return None
     arr = np.asarray(per_seed, dtype=float)
@@ -136,11 +197,15 @@ def demo_tables(values: dict, variants: Sequence[Variant], start: Variant, k: in
     table1 = [start, *variants]
     table3 = [by_key[x] for x in ("luffy", "replace", "scope", "scope-weak") if x in by_key]
     acc = {"ID pass@1": "id/pass@1", "OOD pass@1": "ood/pass@1", "Avg.": "avg/pass@1"}
+    changes = {"ID vs start": "id/vs-start", "OOD vs start": "ood/vs-start"}
+    with_changes = changes_from_start(values)
     return [
-        _table("demo-table1", "Table 1 (miniature). Accuracy (%) on held-out synthetic problems", acc, table1, values,
+        _table("demo-table1", "Table 1 (miniature). Accuracy (%) on held-out synthetic problems",
+               {**acc, **changes}, table1, with_changes,
                [("ID: held-out 5- and 6-operation chains (beyond the warm start's 2-4; RL trains on 4-6); OOD: "
-                 "7-operation chains (longer than anything trained). pass@1 = mean accuracy over the samples at "
-                 "temperature 1.")]),
+                 "7-operation chains (longer than anything trained). pass@1: greedy decoding, one answer per "
+                 f"problem. vs start: each seed's pass@1 minus that of {start.label.lower()}, the checkpoint every "
+                 "method started from, on the same problems (intervals: the positive control below).")]),
         _table("demo-table3", "Table 3 (miniature). How the teacher's text is used",
                {**acc, "teacher rows / step": "train/groups_rectified",
                 "refiner failures / step": "train/refiner_failures"}, table3, values,
@@ -149,10 +214,11 @@ def demo_tables(values: dict, variants: Sequence[Variant], start: Variant, k: in
                 "the teacher's continuation; weaker teacher: it slips on a step of a share of its answers.")],
                decimals={"teacher rows / step": 2, "refiner failures / step": 2}),
         _table("demo-table4", "Table 4 (miniature). Diversity and quality on the ID split",
-               {"div-score": "id/div-score", "pass@1": "id/pass@1", f"pass@{k}": "id/pass@k"},
+               {"div-score": "id/div-score", "pass@1 (T=1)": "id/sampled@1", f"pass@{k}": "id/pass@k"},
                table1, values,
-               [(f"div-score per prompt over its {k} samples (mean of distinct-1, distinct-4, 1-self-bleu, "
-                "1-self-rouge), averaged over prompts; pass@k by the unbiased estimator.")],
+               [(f"{k} samples per problem at temperature 1 on the first ID problems: div-score per problem "
+                "(mean of distinct-1, distinct-4, 1-self-bleu, 1-self-rouge), averaged over problems; pass@1 "
+                "(T=1): the samples' mean accuracy; pass@k by the unbiased estimator.")],
                decimals={"div-score": 3}),
         _table("demo-training", "Training: what the policy itself did",
                {"on-policy acc. (%)": "train/accuracy", "all-fail groups (%)": "train/all_fail_groups",
@@ -169,13 +235,40 @@ def demo_tables(values: dict, variants: Sequence[Variant], start: Variant, k: in
 # ----------------------------------------------------------------------------------------- verdicts
 
 
-def verdict_markdown(verdicts: Sequence[Verdict], labels: dict[str, str]) -> str:
-    lines = ["## Verdicts on the paper's claims", "",
-             ("Computed from the runs above: per seed, the difference between two methods trained with the same "
-             "seed (same warm start, prompts and evaluation set); a one-sided paired t-test over seeds, "
-             "p < 0.05. *holds*: the claimed direction is significant; *does not hold*: the opposite direction "
-             "is; *within noise*: neither. The verdict is the first comparison's; the others are shown beside it."),
-             ""]
+_HOW = ("Each line: the difference between two methods (positive favours the first), paired by training seed "
+        "(same warm start, prompts and evaluation set) and by evaluation problem; its 95% interval, with the "
+        "standard error from a hierarchical bootstrap over seeds and problems (per-run training metrics: a "
+        "t-interval over seeds); "
+        "and the smallest difference this budget detects with 80% power (docs/verdicts.md). *holds*: the "
+        "interval lies above 0; *does not hold*: below 0; *within noise*: it contains 0, or one seed only.")
+
+
+def opening_line(control: Verdict, labels: dict[str, str]) -> str:
+    """The report's first line: whether RL learns here, and if not, that the claims cannot be read."""
+    r = control.primary
+    if control.outcome == HOLDS:
+        return f"**RL learns here: holds.** {r.describe(labels)}."
+    return (f"**RL learns here: {control.outcome}. The verdicts on the paper's claims below cannot be read**: "
+            f"plain RL does not measurably beat the checkpoint it started from in this world, so a comparison "
+            f"of RL methods here cannot show one learning more. {r.describe(labels)}.")
+
+
+def control_markdown(control: Verdict, vs_start: Sequence, labels: dict[str, str]) -> str:
+    lines = ["## Positive control: RL learns here", "",
+             f"**{control.claim.text}: {control.outcome}.**", ""]
+    lines += [f"- {r.describe(labels)}" for r in (control.primary, *control.others)]
+    if vs_start:
+        lines += ["", "Every method against the checkpoint it started from (ID pass@1):", ""]
+        lines += [f"- {r.describe(labels)}" for r in vs_start]
+    return "\n".join(lines)
+
+
+def verdict_markdown(verdicts: Sequence[Verdict], labels: dict[str, str], readable: bool = True) -> str:
+    lines = ["## Verdicts on the paper's claims", ""]
+    if not readable:
+        lines += [("**Not readable: the positive control above does not hold, so these outcomes say nothing "
+                   "about the methods.**"), ""]
+    lines += [_HOW + " The verdict is the first comparison's; the others are shown beside it.", ""]
     for v in verdicts:
         lines.append(f"**Claim {v.claim.name}: {v.claim.text}: {v.outcome}.**")
         lines += [f"- {r.describe(labels)}" for r in (v.primary, *v.others)]
@@ -187,17 +280,21 @@ def verdict_markdown(verdicts: Sequence[Verdict], labels: dict[str, str]) -> str
 
 
 def write_demo_report(out: Path, values: dict, variants: Sequence[Variant], start: Variant, k: int,
-                      train_groups: dict, preamble: str) -> dict[str, list[Path]]:
-    """report.md (Table 1 and the verdicts first), report.tex, tables/*.md|.tex, figures/exploration.*"""
+                      train_groups: dict, preamble: str) -> dict:
+    """report.md (the positive control first, then Table 1 and the verdicts), report.tex,
+    tables/*.md|.tex, figures/exploration.*"""
+    from scope_bench.analysis.verdicts import paired_test
     from scope_bench.reports.plots import plot_exploration
 
     out.mkdir(parents=True, exist_ok=True)
     tables = demo_tables(values, variants, start, k)
-    verdicts = judge(CLAIMS, values)
+    control, *verdicts = judge((POSITIVE_CONTROL, *CLAIMS), values)
+    vs_start = [paired_test(values.get(v.key, {}).get("id/pass@1", {}), values.get(START, {}).get("id/pass@1", {}),
+                            Comparison(v.key, START, "id/pass@1")) for v in variants if v.key != "grpo"]
     labels = {v.key: v.label for v in (start, *VARIANTS.values(), *variants)}
     figures = plot_exploration(train_groups, out / "figures" / "exploration") if train_groups else []
     (out / "tables").mkdir(exist_ok=True)
-    written: dict[str, list[Path]] = {"md": [], "latex": [], "figures": figures}
+    written: dict = {"md": [], "latex": [], "figures": figures}
     for t in tables:
         for ext, render, kind in (("md", to_markdown, "md"), ("tex", to_latex, "latex")):
             path = out / "tables" / f"{t.key}.{ext}"
@@ -205,8 +302,10 @@ def write_demo_report(out: Path, values: dict, variants: Sequence[Variant], star
             written[kind].append(path)
     pngs = [p for p in figures if p.suffix == ".png"]
     md = "\n\n".join([
-        "# SCOPE in miniature: the demo's comparison", preamble, to_markdown(tables[0]).rstrip(),
-        verdict_markdown(verdicts, labels).rstrip(), *(to_markdown(t).rstrip() for t in tables[1:]),
+        "# SCOPE in miniature: the demo's comparison", opening_line(control, labels), preamble,
+        to_markdown(tables[0]).rstrip(), control_markdown(control, vs_start, labels),
+        verdict_markdown(verdicts, labels, readable=control.outcome == HOLDS).rstrip(),
+        *(to_markdown(t).rstrip() for t in tables[1:]),
         "## Figures\n\n" + "\n\n".join(f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in pngs)]) + "\n"
     (out / "report.md").write_text(md)
     tex = "\n".join([r"\documentclass{article}", r"\usepackage[utf8]{inputenc}", r"\usepackage{booktabs}",
@@ -215,4 +314,4 @@ def write_demo_report(out: Path, values: dict, variants: Sequence[Variant], star
     (out / "report.tex").write_text(tex)
     written["md"].append(out / "report.md")
     written["latex"].append(out / "report.tex")
-    return written | {"verdicts": verdicts}
+    return written | {"verdicts": verdicts, "control": control, "vs_start": vs_start}

@@ -91,19 +91,43 @@ def tiny_model(seed: int = 0, cache_dir: str | os.PathLike | None = None) -> Pat
 
 
 def warm_start_model(steps: int = 800, seed: int = 0, cache_dir: str | os.PathLike | None = None,
-                     batch_size: int = 32, lr: float = 1e-3, threads: int | None = None) -> Path:
-    """The tiny model after `steps` of SFT on reference solutions (cached; ~3-4 min on 2 cores)."""
+                     batch_size: int = 32, lr: float = 1e-3, threads: int | None = None,
+                     careless_rate: float = 0.0, careless_steps: int = 200, careless_lr: float = 3e-4,
+                     careless_from: int = 1) -> Path:
+    """The tiny model after `steps` of SFT on reference solutions (cached; ~3-4 min on 2 cores).
+
+    With `careless_rate` > 0 that careful warm start is SFT-ed `careless_steps` more (at `careless_lr`)
+    on solutions where each line from line `careless_from` on is careless with that chance
+    (`task.solution_steps`), so the policy
+    chooses its style itself and keeps the careful skill (an SFT of the mix from scratch lost it:
+    no success gap between the styles was left for RL to find)."""
     key = _key({"kind": "warm", "data": "hash-split", "seed": seed, "steps": steps, "bs": batch_size, "lr": lr,
                 "arch": TINY, "vocab": VOCAB_SIZE})
     base = tiny_model(seed, cache_dir)
+    careful = _cached(Path(cache_dir or CACHE_DIR) / "synthetic" / f"warm-{key}",
+                      lambda d: sft_warm_start(base, d, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
+                                               threads=threads))
+    if not careless_rate:
+        return careful
+    key = _key({"kind": "careless", "format": "chain", "base": careful.name, "rate": careless_rate,
+                "steps": careless_steps, "lr": careless_lr, "bs": batch_size, "from": careless_from})
     return _cached(Path(cache_dir or CACHE_DIR) / "synthetic" / f"warm-{key}",
-                   lambda d: sft_warm_start(base, d, steps=steps, seed=seed, batch_size=batch_size, lr=lr,
-                                            threads=threads))
+                   lambda d: sft_warm_start(careful, d, steps=careless_steps, seed=seed + 1, batch_size=batch_size,
+                                            lr=careless_lr, threads=threads, careless_rate=careless_rate,
+                                            careless_from=careless_from))
+
+
+def warm_start_for(model_cfg, threads: int | None = None) -> Path:
+    """The warm start a trainer config's `model` section names (warm_start_steps, careless_*)."""
+    return warm_start_model(steps=model_cfg.warm_start_steps, threads=threads,
+                            careless_rate=model_cfg.careless_rate, careless_steps=model_cfg.careless_steps,
+                            careless_lr=model_cfg.careless_lr, careless_from=model_cfg.careless_from)
 
 
 def sft_warm_start(model_dir, out_dir, *, steps: int, seed: int = 0, batch_size: int = 32, lr: float = 1e-3,
-                   threads: int | None = None) -> Path:
-    """Teacher-forced SFT on synthetic training problems (prompt tokens masked out of the loss)."""
+                   threads: int | None = None, careless_rate: float = 0.0, careless_from: int = 1) -> Path:
+    """Teacher-forced SFT on synthetic training problems (prompt tokens masked out of the loss);
+    `careless_rate` makes some lines careless (`task.solution_steps`)."""
     import torch
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -119,6 +143,7 @@ def sft_warm_start(model_dir, out_dir, *, steps: int, seed: int = 0, batch_size:
     problems = split_problems("train", steps * batch_size, seed + 7)  # never a val/test problem
     rng = random.Random(seed)
     rng.shuffle(problems)
+    style_rng = random.Random(f"careless|{seed}")
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
@@ -130,7 +155,8 @@ def sft_warm_start(model_dir, out_dir, *, steps: int, seed: int = 0, batch_size:
         ids, labels = [], []
         for prompt, p in zip(prompts, batch):
             pi = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            ri = tokenizer(solution(p) + eos, add_special_tokens=False)["input_ids"]
+            text = solution(p, careless_rate, style_rng, careless_from) if careless_rate else solution(p)
+            ri = tokenizer(text + eos, add_special_tokens=False)["input_ids"]
             ids.append(pi + ri)
             labels.append([-100] * len(pi) + ri)
         width = max(map(len, ids))

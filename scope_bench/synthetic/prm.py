@@ -1,10 +1,13 @@
 """A rule-based process reward model for the synthetic task (implements `ProcessRewardModel`).
 
-Step j (0-based) of a solution to a problem with operations op_1..op_n is correct iff
-- j < n: it reads "v op x = r" with v the true running value before op_{j+1}, (op, x) = op_{j+1}
-  and r computed right;
-- j = n: it holds \\boxed{answer} with the true final value;
-- j > n: never (the solution should have ended).
+Steps are read in order, each covering the operations its equation applies (one, or two for a
+careless step "v op x op' x' = r", read left to right; a step that is not an equation covers one). A step that starts
+at operation i (0-based) of a problem with operations op_1..op_n is correct iff
+- i < n: its equation starts from the true running value before op_{i+1}, applies the problem's next
+  operations in order, and its result is right (a careless step that gets both right is correct:
+  the PRM judges what a step claims, not how much it claims at once);
+- all n operations covered: the first such step holds \\boxed{answer} with the true final value;
+  any later step is wrong (the solution should have ended).
 Steps are judged against the true running value, so a step that carries an earlier mistake forward
 is wrong too; a teacher-style step is judged by its equation (`canonical_step`), as a PRM judges
 content, not wording. Correct steps score `p_correct`, wrong ones `p_wrong` (probabilities, as a real
@@ -19,9 +22,8 @@ import random
 import re
 from collections.abc import Sequence
 
-from scope_bench.synthetic.task import apply_op, canonical_step, parse_question
+from scope_bench.synthetic.task import apply_op, parse_question, parse_step
 
-_STEP = re.compile(r"^\s*(-?\d+)\s*([+\-*])\s*(-?\d+)\s*=\s*(-?\d+)\s*\.?\s*$")
 _BOXED = re.compile(r"\\boxed\{\s*(-?\d+)\s*\}")
 
 
@@ -31,15 +33,16 @@ def check_steps(question: str, steps: Sequence[str]) -> list[bool]:
     values = [start]
     for op, x in ops:
         values.append(apply_op(values[-1], op, x))
-    out = []
-    for j, step in enumerate(steps):
-        if j < len(ops):
-            m = _STEP.match(canonical_step(step))
-            ok = bool(m) and (int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))) == (
-                values[j], ops[j][0], ops[j][1], values[j + 1])
-        elif j == len(ops):
+    out, i, answered = [], 0, False
+    for step in steps:
+        if i < len(ops):
+            eq = parse_step(step)
+            k = len(eq[1]) if eq else 1
+            ok = bool(eq) and i + k <= len(ops) and (eq[0], eq[1], eq[2]) == (values[i], ops[i:i + k], values[i + k])
+            i += k
+        elif not answered:
             boxed = _BOXED.findall(step)
-            ok = len(boxed) == 1 and int(boxed[0]) == values[-1]
+            ok, answered = len(boxed) == 1 and int(boxed[0]) == values[-1], True
         else:
             ok = False
         out.append(ok)

@@ -1,7 +1,8 @@
 """A programmatic refiner for the synthetic task (implements `Refiner`).
 
 It plays the stronger model of the paper: given a question and the verified prefix (k steps), it
-writes the correct remaining steps and the boxed answer. Two settings make it a realistic teacher:
+writes the correct remaining steps and the boxed answer, one operation per line (a careless prefix
+step covers two operations, so it resumes after both). Two settings make it a realistic teacher:
 `style="shifted"` writes in its own words (a distribution shift from the student's text, which is
 what the paper says makes whole teacher solutions hard to learn from) and `error_rate` makes it a
 weaker teacher that slips on one step of that share of its answers (the slip is carried forward, so
@@ -17,7 +18,7 @@ from collections.abc import Sequence
 
 from scope_bench.core.interfaces import RefineRequest, RefineResult
 from scope_bench.core.steps import split_steps
-from scope_bench.synthetic.task import STYLES, apply_op, parse_question, solution_steps
+from scope_bench.synthetic.task import STYLES, apply_op, ops_covered, parse_question, solution_steps
 
 FAILURES = ("error", "timeout", "wrong", "rewrite", "raise")
 
@@ -66,7 +67,7 @@ class ProgrammaticRefiner:
         except ValueError:
             return RefineResult(None, "bad_question")
         prefix_steps = split_steps(request.prefix)
-        k = min(len(prefix_steps), len(ops))
+        k = ops_covered(prefix_steps, len(ops))  # a careless prefix step covers two operations
         value = start
         for op, x in ops[:k]:
             value = apply_op(value, op, x)

@@ -14,6 +14,13 @@ Solution (steps separated by a blank line, as `split_steps` expects):
 Every step can be checked exactly (right running value, right operation, right result), so a
 rule-based PRM and a programmatic refiner are exact, and a tiny model gets some problems right and
 many nearly right: the regime SCOPE is built for.
+
+A "careless" step (`careless_step_text`) compresses the next two operations into one line,
+"12 * 3 - 4 = 32" (a chain, read left to right). It is still a valid step (it is judged by its equation, and covers two
+operations), but a small model computes two operations at once much less reliably. A warm start
+that writes such a step with some chance at each line (`careless_rate`) gives RL a behaviour shared
+across problems to reinforce (write one operation per line), while its failures keep a verified
+prefix of careful steps: near misses, as in the paper's regime.
 """
 
 from __future__ import annotations
@@ -96,6 +103,34 @@ def step_text(value: int, op: str, operand: int) -> str:
     return f"{value} {op} {operand} = {apply_op(value, op, operand)}"
 
 
+def careless_step_text(value: int, ops: list[tuple[str, int]]) -> str:
+    """Two operations on one line, read left to right as a chain (as typed into a calculator):
+    "12 * 3 - 4 = 32", "7 + 5 * 3 = 36". No new symbols: parentheses, which the tokenizer never saw
+    in the warm start's data, made the continued SFT break the model (garbage tokens, measured)."""
+    (op1, x1), (op2, x2) = ops
+    return f"{value} {op1} {x1} {op2} {x2} = {apply_op(apply_op(value, op1, x1), op2, x2)}"
+
+
+_EQUATION = re.compile(r"^\s*(-?\d+)((?:\s*[+\-*]\s*-?\d+){1,2})\s*=\s*(-?\d+)\s*\.?\s*$")
+_OPERATION = re.compile(r"([+\-*])\s*(-?\d+)")
+
+
+def parse_step(step: str) -> tuple[int, list[tuple[str, int]], int] | None:
+    """(start value, operations, result) of a careful ("12 * 3 = 36") or careless ("12 * 3 - 4 = 32",
+    read left to right) step; None for anything else (a teacher-style step is read through
+    `canonical_step` first)."""
+    m = _EQUATION.match(canonical_step(step))
+    if not m:
+        return None
+    return int(m.group(1)), [(op, int(x)) for op, x in _OPERATION.findall(m.group(2))], int(m.group(3))
+
+
+def ops_covered(steps: list[str], n_ops: int) -> int:
+    """How many of the problem's operations `steps` cover (a careless step covers two; a step that is
+    not an equation counts as one), at most `n_ops`: where a continuation resumes."""
+    return min(n_ops, sum(len(eq[1]) if (eq := parse_step(s)) else 1 for s in steps))
+
+
 def answer_text(answer: int | str) -> str:
     return f"The answer is \\boxed{{{answer}}}."
 
@@ -126,29 +161,46 @@ def canonical_step(step: str) -> str:
 
 
 def solution_steps(start: int, ops: list[tuple[str, int]], style: str = "student", first_index: int = 0,
-                   slip_at: int | None = None) -> list[str]:
+                   slip_at: int | None = None, careless_rate: float = 0.0,
+                   rng: random.Random | None = None, careless_from: int = 1) -> list[str]:
     """The reference solution as a list of steps (one per operation, then the answer).
 
     `style` is "student" (the warm start's format) or "shifted" (the teacher's, see `teacher_step_text`);
     `first_index` numbers the steps when continuing a prefix; `slip_at` makes step `slip_at` (0-based)
-    an arithmetic slip (result off by one) that is carried forward, as a weaker teacher's mistake."""
+    an arithmetic slip (result off by one) that is carried forward, as a weaker teacher's mistake.
+    `careless_rate` (student style): at each line from line `careless_from` (0-based) on with two or
+    more operations left, the chance (drawn from `rng`) that it is a careless step covering the next
+    two (`careless_step_text`); earlier lines stay careful, so a careless slip follows a verified prefix."""
     if style not in STYLES:
         raise ValueError(f"unknown style {style!r}; choose from {', '.join(STYLES)}")
-    steps, v = [], start
-    for j, (op, x) in enumerate(ops):
+    if careless_rate and (style != "student" or slip_at is not None or rng is None):
+        raise ValueError("careless_rate needs style='student', no slip_at and an rng")
+    steps, v, j = [], start, 0
+    while j < len(ops):
+        if careless_rate and len(steps) >= careless_from and j + 1 < len(ops) and rng.random() < careless_rate:
+            steps.append(careless_step_text(v, ops[j:j + 2]))
+            v = apply_op(apply_op(v, *ops[j]), *ops[j + 1])
+            j += 2
+            continue
+        op, x = ops[j]
         step = step_text(v, op, x) if style == "student" else teacher_step_text(v, op, x, first_index + j)
         v = apply_op(v, op, x)
         if j == slip_at:
             step, v = re.sub(r"-?\d+$", str(v + 1), step), v + 1
         steps.append(step)
+        j += 1
     return steps + [answer_text(v) if style == "student" else teacher_answer_text(v)]
 
 
 STYLES = ("student", "shifted")
 
 
-def solution(problem: Problem) -> str:
-    return "\n\n".join(solution_steps(problem.start, list(problem.ops)))
+def solution(problem: Problem, careless_rate: float = 0.0, rng: random.Random | None = None,
+             careless_from: int = 1) -> str:
+    """The student-style reference solution; with `careless_rate`, some lines careless (see
+    `solution_steps`)."""
+    return "\n\n".join(solution_steps(problem.start, list(problem.ops), careless_rate=careless_rate, rng=rng,
+                                       careless_from=careless_from))
 
 
 def random_problem(rng: random.Random, difficulty: str) -> Problem:

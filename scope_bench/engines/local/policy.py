@@ -95,12 +95,16 @@ def pack(prompt_ids: list[list[int]], responses: list[list[int]], pad_id: int, d
     }
 
 
-def response_logprobs(model, batch: dict, with_entropy: bool = False):
-    """Log-prob of each response token under `model` (and the policy's entropy there). (B, R)."""
+def response_logprobs(model, batch: dict, with_entropy: bool = False, temperature: float = 1.0):
+    """Log-prob of each response token under `model` at sampling `temperature` (and the policy's
+    entropy there). (B, R). The logits are divided by the temperature as `generate` does, so the ratio
+    and the loss see the distribution the rollouts were drawn from (verl's FSDP engine does the same)."""
     p_width, r_width = batch["prompt_width"], batch["response_mask"].shape[1]
     logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                    position_ids=batch["position_ids"]).logits
     logits = logits[:, p_width - 1: p_width + r_width - 1].float()  # position t predicts token t+1
+    if temperature != 1.0:
+        logits = logits / temperature
     logp_all = torch.log_softmax(logits, dim=-1)
     targets = batch["input_ids"][:, p_width:]
     logp = logp_all.gather(-1, targets.unsqueeze(-1)).squeeze(-1)

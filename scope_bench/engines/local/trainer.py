@@ -249,7 +249,8 @@ def _old_logprobs(run: Run, prompts, responses, offpolicy, chunks):
     old, ent_sum, ent_n = [], 0.0, 0.0
     for idx in chunks:
         batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id, run.device)
-        logp, entropy = response_logprobs(run.model, batch, with_entropy=True)
+        logp, entropy = response_logprobs(run.model, batch, with_entropy=True,
+                                          temperature=run.cfg.rollout.temperature)
         old.append(logp)
         onpolicy = batch["response_mask"] * (1 - _mask([offpolicy[i] for i in idx], logp.shape, run.device))
         ent_sum += float((entropy * onpolicy).sum())
@@ -273,7 +274,9 @@ def _update(run: Run, prompts, responses, offpolicy, old, advantages, chunks, lr
         for c, idx in enumerate(chunks):
             batch = pack([prompts[i] for i in idx], [responses[i] for i in idx], run.tokenizer.pad_token_id,
                          run.device)
-            logp, entropy = response_logprobs(run.model, batch, with_entropy=old is CURRENT_POLICY)
+            # RL scores the sampling distribution (logits / temperature); SFT trains the model's own
+            logp, entropy = response_logprobs(run.model, batch, with_entropy=old is CURRENT_POLICY,
+                                              temperature=1.0 if old is None else cfg.rollout.temperature)
             rmask = batch["response_mask"]
             if old is None:
                 loss = sft_loss(logp, rmask)
@@ -345,10 +348,10 @@ def _postfix(metrics: dict) -> dict:
 def _model_path(cfg) -> str:
     if cfg.model.path:
         return cfg.model.path
-    from scope_bench.synthetic.model import tiny_model, warm_start_model
+    from scope_bench.synthetic.model import tiny_model, warm_start_for
 
     if cfg.model.warm_start_steps:
-        return str(warm_start_model(steps=cfg.model.warm_start_steps, threads=cfg.threads or None))
+        return str(warm_start_for(cfg.model, threads=cfg.threads or None))
     return str(tiny_model())
 
 

@@ -9,9 +9,9 @@ Overrides are hydra-style `key=value`: keys under a method block (`scope.tau=0.6
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlparse
 
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
@@ -25,6 +25,8 @@ CONFIG_NAME = "scope_trainer"
 METHOD_BLOCKS = ("method", "stage", "stage_module", "seed", "scope", "loss", "prm_reward", "luffy", "prm", "refiner",
                  "metrics")
 LOSS_MODULE = "scope_bench.engines.verl.loss"
+REWARD_MODULE = "pkg://scope_bench.grading.verl_reward"  # verl's load_module imports pkg:// paths
+LOOPBACK = ("localhost", "127.0.0.1", "::1", "0.0.0.0")
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -95,8 +97,8 @@ def _derive(cfg: DictConfig, run_dir) -> None:
     cfg.run_dir = str(run_dir)
     if cfg.trainer.default_local_dir.startswith("checkpoints/"):  # verl's default, relative to the cwd
         cfg.trainer.default_local_dir = str(run_dir / "checkpoints")
-    if cfg.reward.custom_reward_function.path is None:
-        cfg.reward.custom_reward_function.path = importlib.util.find_spec("scope_bench.grading.verl_reward").origin
+    if cfg.reward.custom_reward_function.path is None:  # an import on every node, not the driver's file path
+        cfg.reward.custom_reward_function.path = REWARD_MODULE
     actor = cfg.actor_rollout_ref.actor
     actor.clip_ratio = actor.clip_ratio_low = actor.clip_ratio_high = cfg.loss.clip_eps  # verl's own metrics
     if cfg.loss.clip_ratio_c is not None:
@@ -151,6 +153,66 @@ def validate(cfg: DictConfig) -> None:
     if stage.needs_refiner(cfg) and (cfg.refiner.kind != "openai" or not cfg.refiner.url or not cfg.refiner.model):
         raise ValueError(f"method {cfg.method} needs a refiner: --refiner-url URL --refiner-model NAME "
                          "(an OpenAI-compatible endpoint)")
+    check_layout(cfg)
+
+
+def check_layout(cfg: DictConfig) -> None:
+    """Refuse a GPU layout verl or the PRM cannot run, before Ray starts, naming layouts that work.
+
+    verl's actor, rollout and reference share `trainer.nnodes * trainer.n_gpus_per_node` ranks, and
+    every step's rows (`data.train_batch_size * rollout.n`) and mini-batches must split over them. An
+    in-process PRM (`--prm PATH`, prm.kind=qwen on CUDA) lives in the task runner, which then takes one
+    GPU outside verl's pool; a PRM served on this machine needs a GPU the rollouts do not use (vLLM
+    rollouts take `gpu_memory_utilization` of theirs). `layout.node_gpus` is what each node has."""
+    nnodes, per_node = int(cfg.trainer.nnodes), int(cfg.trainer.n_gpus_per_node)
+    node_gpus = int(cfg.layout.node_gpus or per_node)
+    if per_node > node_gpus:
+        raise ValueError(f"trainer.n_gpus_per_node={per_node} is more than layout.node_gpus={node_gpus}")
+    ranks = nnodes * per_node
+    n = int(cfg.actor_rollout_ref.rollout.n)
+    batch, mini = int(cfg.data.train_batch_size), int(cfg.actor_rollout_ref.actor.ppo_mini_batch_size)
+    gpu = str(cfg.trainer.get("device") or "cuda") != "cpu"
+    problem = None
+    if cfg.prm.kind == "qwen" and gpu and str(cfg.prm.device or "cuda").startswith("cuda") \
+            and nnodes * node_gpus < ranks + 1:
+        problem = (f"an in-process PRM (--prm PATH) takes one GPU for the task runner, and verl takes all "
+                   f"{ranks} of the {nnodes * node_gpus} GPUs")
+    elif cfg.prm.kind == "vllm" and gpu and urlparse(str(cfg.prm.url)).hostname in LOOPBACK and node_gpus <= per_node:
+        problem = (f"the PRM is served on this machine ({cfg.prm.url}) while verl's rollouts take every GPU of it "
+                   f"({per_node}): the PRM server and a rollout engine on one GPU run out of memory")
+    elif batch * n % ranks or mini * n % ranks:
+        problem = (f"data.train_batch_size={batch} and actor_rollout_ref.actor.ppo_mini_batch_size={mini} times "
+                   f"rollout.n={n} ({batch * n} and {mini * n} rows) do not split over {ranks} ranks")
+    if problem:
+        raise ValueError(f"GPU layout: {problem}. Layouts that work on {nnodes} node(s) of {node_gpus} GPUs:\n"
+                         + "\n".join(f"  - {line}" for line in working_layouts(nnodes, node_gpus, batch, mini, n)))
+
+
+def working_layouts(nnodes: int, node_gpus: int, batch: int, mini: int, n: int) -> list[str]:
+    """The layouts `check_layout` accepts on this many nodes, as the flags that select them."""
+    def sizes(ranks: int) -> str:
+        if not (batch * n % ranks or mini * n % ranks):
+            return ""
+        b = next(x for x in range(batch, 0, -1) if x * n % ranks == 0)
+        m = next(x for x in range(min(mini, b), 0, -1) if x * n % ranks == 0 and b % x == 0)
+        return f" data.train_batch_size={b} actor_rollout_ref.actor.ppo_mini_batch_size={m}"
+
+    out = [("PRM served on another machine (vllm serve Qwen/Qwen2.5-Math-PRM-7B --runner pooling there): "
+            f"--prm-url http://PRM_HOST:8000 --gpus-per-node {node_gpus}{sizes(nnodes * node_gpus)}")]
+    if node_gpus > 1:
+        keep = node_gpus - 1
+        visible = ",".join(map(str, range(keep)))
+        out.append(f"PRM served on GPU {keep} of this node (CUDA_VISIBLE_DEVICES={keep} vllm serve ... --runner "
+                   f"pooling), training on the others: CUDA_VISIBLE_DEVICES={visible} scope-bench train ... "
+                   f"--prm-url http://localhost:8000 --gpus-per-node {keep} layout.node_gpus={node_gpus}"
+                   f"{sizes(nnodes * keep)}")
+    if nnodes > 1:
+        out.append(f"PRM on a node of its own: --nnodes {nnodes - 1} for training and the PRM served on the last "
+                   f"node (--prm-url http://PRM_NODE:8000){sizes((nnodes - 1) * node_gpus)}")
+    if node_gpus > 1:
+        out.append(f"in-process PRM on a GPU verl does not take: --prm PATH --gpus-per-node {node_gpus - 1} "
+                   f"layout.node_gpus={node_gpus}{sizes(nnodes * (node_gpus - 1))}")
+    return out
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -103,6 +103,9 @@ def run(args) -> int:
         if "???" in str(cfg.data.train_files):
             raise ValueError("--data is required with --backend verl (a parquet from `scope-bench data prepare`)")
 
+        if not cpu:
+            check_attention(cfg)
+        check_refiner(cfg)
         os.environ.setdefault("VERL_USE_EXTERNAL_MODULES", LOSS_MODULE)  # the driver registers the loss too
         from scope_bench.engines.verl.trainer import ScopeTaskRunner
         from verl.trainer import main_ppo
@@ -121,12 +124,69 @@ def run(args) -> int:
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
         auto_set_device(cfg)
         validate_config(config=cfg, use_reference_policy=need_reference_policy(cfg), use_critic=need_critic(cfg))
-        runner = ScopeTaskRunner
-        if cfg.prm.kind == "qwen" and str(cfg.prm.device or "cuda").startswith("cuda"):
-            runner = ScopeTaskRunner.options(num_gpus=1)  # the in-process PRM lives in the task runner
-        main_ppo.run_ppo(cfg, task_runner_class=runner)
+        main_ppo.run_ppo(cfg, task_runner_class=ScopeTaskRunner.options(**runner_options(cfg, cpu)))
     print(f"run written to {run_dir} (config.yaml, metrics.jsonl, checkpoints/)")
     return 0
+
+
+# --------------------------------------------------------------------------- checks before Ray
+
+# what the task runner reads from its environment besides the refiner's key: with --ray-address it
+# runs with the environment of `ray start`, not of this shell, so the launcher forwards these
+FORWARD_ENV = ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_BASE_URL", "WANDB_MODE", "HF_TOKEN", "HF_ENDPOINT",
+               "SCOPE_PRM_API_KEY")
+
+
+def forwarded_env(cfg) -> dict[str, str]:
+    """The variables of this shell the task runner needs (the refiner's key, W&B, the Hub), those set."""
+    names = list(FORWARD_ENV) + ([cfg.refiner.api_key_env] if cfg.refiner.get("api_key_env") else [])
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
+def runner_options(cfg, cpu: bool) -> dict:
+    """Ray options of the task runner: the forwarded variables (in its options, not in config.yaml,
+    so keys stay out of files and logs) and, for an in-process PRM on CUDA, its GPU."""
+    options = {"runtime_env": {"env_vars": forwarded_env(cfg)}}
+    if cfg.prm.kind == "qwen" and not cpu and str(cfg.prm.device or "cuda").startswith("cuda"):
+        options["num_gpus"] = 1  # the in-process PRM lives in the task runner
+    return options
+
+
+def check_attention(cfg) -> None:
+    """The attention the actor config names (verl's default `flash_attention_2`) and the varlen
+    kernels of `use_remove_padding` come from flash-attn; a missing one would fail in every worker after
+    Ray started and the model loaded. Checked on the driver, which has the same environment."""
+    import importlib.util
+
+    model = cfg.actor_rollout_ref.model
+    impl = (model.get("override_config") or {}).get("attn_implementation", "flash_attention_2")
+    needs = [f"attn_implementation={impl}"] if impl in ("flash_attention_2", "flash_attention_3") else []
+    if model.get("use_remove_padding"):
+        needs.append("use_remove_padding=true")
+    if needs and importlib.util.find_spec("flash_attn") is None:
+        raise ValueError(
+            f"the actor uses flash-attn ({', '.join(needs)}) and it is not installed: pip install "
+            "flash-attn==2.8.3 --no-build-isolation (verl 0.9.1's pin for torch 2.11; after torch), or run "
+            "without it: ++actor_rollout_ref.model.override_config.attn_implementation=sdpa "
+            "actor_rollout_ref.model.use_remove_padding=false (slower, more memory)")
+
+
+def check_refiner(cfg) -> None:
+    """A refiner that cannot be reached with its key turns every rectification into a counted
+    failure, so SCOPE would train as GRPO without a word: refuse an unset key variable, and an endpoint
+    that answers a first call with 401/403/404 (a bad key or a wrong URL or model), before Ray starts."""
+    from scope_bench.engines.stage import stage_of
+
+    refiner = cfg.refiner
+    if refiner.kind != "openai" or not stage_of(cfg).needs_refiner(cfg):
+        return
+    var = refiner.get("api_key_env")
+    if var and not os.environ.get(var):
+        raise ValueError(f"refiner.api_key_env={var}: ${var} is not set in this shell; export it (it is forwarded "
+                         "to the Ray job), or pass refiner.api_key_env=null for an endpoint that takes no key")
+    from scope_bench.engines.refiner import OpenAIRefiner
+
+    OpenAIRefiner(refiner.url, refiner.model, api_key_env=var, timeout_s=60.0, retries=0).probe()
 
 
 # --------------------------------------------------------------------------- the embedded default
@@ -159,7 +219,8 @@ def embedded_default(args, services: ExitStack) -> list[str]:
         if not named_prm:
             out += ["prm.kind=vllm", f"prm.url={server.url}", "prm.path=synthetic-prm"]
         if not named_refiner:
-            out += ["refiner.kind=openai", f"refiner.url={server.url}/v1", "refiner.model=synthetic-refiner"]
+            out += ["refiner.kind=openai", f"refiner.url={server.url}/v1", "refiner.model=synthetic-refiner",
+                    "refiner.api_key_env=null"]  # the loopback server takes no key
     return out
 
 

@@ -9,13 +9,15 @@ returns the step's metrics under the local trainer's names.
 
 from __future__ import annotations
 
+import sys
+import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
 
 from scope_bench.core.config import PRMRewardConfig, ScopeConfig, from_dict
 from scope_bench.core.rectify import Rollout
 from scope_bench.engines.stage import Timer, apply_stage, get_stage, tokenize_with_eos
-from scope_bench.engines.verl.rewrite import decoded_responses, rewrite_rows, set_rewards
+from scope_bench.engines.verl.rewrite import decoded_responses, ended_with, rewrite_rows, set_rewards
 
 
 class MethodStage:
@@ -27,7 +29,8 @@ class MethodStage:
 
     def __init__(self, *, stage: str, tokenizer, verify: Callable[[str, str], float], scope: dict | None = None,
                  prm=None, refiner=None, prm_reward: dict | None = None, luffy: dict | None = None,
-                 near_miss: bool = True, stage_module: str | None = None):
+                 near_miss: bool = True, stage_module: str | None = None, stop_after_failed_steps: int = 0,
+                 generation_config=None):
         self.spec = get_stage(stage, stage_module)
         self.stage_module = stage_module
         self.scope_cfg = from_dict(ScopeConfig, scope, "scope")
@@ -39,15 +42,20 @@ class MethodStage:
         if self.spec.needs_refiner(method) and refiner is None:
             raise ValueError(f"stage {stage} needs a refiner (refiner.url and refiner.model)")
         self.tokenizer = tokenizer
+        self.stop_ids, self.end_ids = stop_tokens(tokenizer, generation_config)
         self.verify = verify
         self.prm, self.refiner = prm, refiner
         self.near_miss = near_miss and prm is not None
+        self.stop_after_failed_steps = stop_after_failed_steps
+        self.failed_steps = 0  # steps in a row in which every refiner call failed
 
     def __call__(self, batch) -> dict:
         timer = Timer()
         truncated_before = getattr(self.prm, "truncated_steps", 0)
         tok = self.tokenizer
-        decoded = decoded_responses(tok, batch)
+        refiner = _Counting(self.refiner) if self.refiner is not None else None
+        decoded = decoded_responses(tok, batch, self.stop_ids)
+        end = ended_with(tok, batch, self.stop_ids) or self.end_ids  # rewritten rows end as sampled ones do
         width = batch.batch["responses"].shape[1]
         outcome = batch.batch["rm_scores"].sum(dim=-1).tolist()
         rollouts = [Rollout(question_of(batch, i), ground_truth_of(batch, i), text, ids, offsets, outcome[i])
@@ -59,9 +67,11 @@ class MethodStage:
             **vars(self.scope_cfg), "max_response_tokens": min(self.scope_cfg.max_response_tokens or width, width)})
         result = apply_stage(
             self.spec.name, [[rollouts[i] for i in members] for members in rows], prm=self.prm,
-            refiner=self.refiner, tokenize=lambda text: tokenize_with_eos(tok, text), verify=self.verify,
+            refiner=refiner, tokenize=lambda text: tokenize_with_eos(tok, text, end), verify=self.verify,
             scope_config=config, prm_reward=self.prm_reward, near_miss=self.near_miss, timer=timer,
             stage_module=self.stage_module)
+        if refiner is not None:
+            self._check_refiner(refiner)
         if result.step_rewards:
             raise ValueError(f"stage {self.spec.name} gave per-step rewards, which verl's GRPO advantages cannot take")
         if result.rectifications and not self.spec.offpolicy:
@@ -76,6 +86,48 @@ class MethodStage:
             "prm_truncated_steps": getattr(self.prm, "truncated_steps", 0) - truncated_before,  # cut by max_tokens
             **{f"time/{k}": v for k, v in timer.items()},
         }
+
+    def _check_refiner(self, refiner: _Counting) -> None:
+        """A step in which every refiner call failed trained as GRPO: say so loudly, and stop after
+        `stop_after_failed_steps` such steps in a row (0: never stop)."""
+        if not refiner.calls or refiner.ok:
+            self.failed_steps = 0
+            return
+        self.failed_steps += 1
+        message = (f"every refiner call of this step failed ({refiner.calls} calls; {self.failed_steps} such step(s) "
+                   f"in a row): no row was rectified, the step trained as GRPO. Check the refiner endpoint and key")
+        limit = self.stop_after_failed_steps
+        if limit and self.failed_steps >= limit:
+            raise RuntimeError(f"{message}; stopping after {limit} (refiner.stop_after_failed_steps, 0 = never stop)")
+        warnings.warn(message, RuntimeWarning, stacklevel=2)
+        print(f"WARNING: {message}", file=sys.stderr, flush=True)
+
+
+class _Counting:
+    """The refiner, counting the calls of one step that came back with a continuation and without."""
+
+    def __init__(self, inner):
+        self.inner, self.calls, self.ok = inner, 0, 0
+
+    def refine(self, requests):
+        results = self.inner.refine(requests)
+        self.calls += len(results)
+        self.ok += sum(bool(r.ok) for r in results)
+        return results
+
+    def __getattr__(self, attr):  # the refiner's other attributes (stats, url) as they are
+        return getattr(self.inner, attr)
+
+
+def stop_tokens(tokenizer, generation_config=None) -> tuple[set[int], tuple[int, ...]]:
+    """`(ids the rollout stops at, the end of a rewritten row when no sampled row stopped)`.
+    vLLM stops at the generation config's `eos_token_id` (one id or a list) and the tokenizer's eos; a
+    Qwen2.5 chat model ends its turn with `<|im_end|>`, listed first there, while its tokenizer's eos may
+    be `<|endoftext|>`."""
+    eos = getattr(generation_config, "eos_token_id", None) if generation_config is not None else None
+    listed = [] if eos is None else [int(x) for x in (eos if isinstance(eos, (list, tuple)) else [eos])]
+    stops = set(listed) | ({tokenizer.eos_token_id} - {None})
+    return stops, (listed[0] if listed else tokenizer.eos_token_id,)
 
 
 def group_rows(uids) -> list[list[int]]:

@@ -20,6 +20,7 @@ Three overrides, nothing forked:
 from __future__ import annotations
 
 import json
+import os
 import re
 from functools import partial
 from pathlib import Path
@@ -28,7 +29,7 @@ import ray
 import torch
 
 from scope_bench.engines.verl.loss import scope_actor_loss
-from scope_bench.engines.verl.rewrite import MASK_KEY
+from scope_bench.engines.verl.rewrite import MASK_KEY, onpolicy_mask
 from verl.trainer.main_ppo_v0 import BaseTaskRunner, TaskRunner
 from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
@@ -69,6 +70,9 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
         old_log_prob, mfu = super()._compute_old_log_prob(batch)
         entropy, mask = old_log_prob.batch["entropys"], batch.batch["response_mask"]
         self._stage_metrics["entropy"] = float((entropy * mask).sum() / mask.sum().clamp(min=1))
+        if MASK_KEY in batch.batch.keys() and "rollout_log_probs" in batch.batch.keys():  # noqa: SIM118
+            self._stage_metrics.update(rollout_probs_metrics(batch, old_log_prob))
+            batch.batch.pop("rollout_log_probs")  # verl's own diagnostics would read the refiner's tokens too
         return old_log_prob, mfu
 
     def _update_actor(self, batch):
@@ -123,6 +127,19 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
             f.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
 
 
+def rollout_probs_metrics(batch, old_log_prob) -> dict:
+    """verl's rollout-vs-trainer log-prob diagnostics (`training/rollout_probs_diff_*`, the sign that
+    vLLM's and FSDP's numerics agree) over the tokens the policy sampled: a rewritten row's prefix,
+    every token of the others. The refiner's tokens have no rollout log-prob."""
+    from types import SimpleNamespace
+
+    from verl.utils.debug.metrics import calculate_debug_metrics
+
+    return calculate_debug_metrics(SimpleNamespace(batch={
+        "rollout_log_probs": batch.batch["rollout_log_probs"], "old_log_probs": old_log_prob.batch["old_log_probs"],
+        "response_mask": onpolicy_mask(batch), "responses": batch.batch["responses"]}))
+
+
 def _is_suffix(offpolicy: torch.Tensor, valid: torch.Tensor) -> bool:
     """The off-policy tokens of a row are exactly the tail of its valid response (or there are none)."""
     n_valid, n_off = int(valid.sum()), int(offpolicy.sum())
@@ -148,13 +165,28 @@ def build_stage(config, tokenizer):
     from scope_bench.engines.verl.stage import MethodStage
     from scope_bench.grading import math_reward
 
+    var = config.refiner.get("api_key_env")
+    if stage_of(config).needs_refiner(config) and config.refiner.kind == "openai" and var and not os.environ.get(var):
+        raise RuntimeError(f"${var} (refiner.api_key_env) is not set in the task runner; `scope-bench train` forwards "
+                           "it from its shell, so set it there (a cluster started with `ray start` has its own env)")
     prm = build_prm(config.prm, seed=config.seed) if config.prm.kind in ("vllm", "qwen") else None
     refiner = build_refiner(config.refiner, seed=config.seed) if stage_of(config).needs_refiner(config) else None
     blocks = {key: OmegaConf.to_container(config[key], resolve=True) for key in ("scope", "prm_reward", "luffy")}
     return MethodStage(
         stage=config.stage, stage_module=config.stage_module, tokenizer=tokenizer,
         verify=lambda text, gt: float(math_reward(text, gt)), prm=prm, refiner=refiner,
-        near_miss=config.metrics.near_miss, **blocks)
+        near_miss=config.metrics.near_miss, generation_config=generation_config(config.actor_rollout_ref.model.path),
+        stop_after_failed_steps=int(config.refiner.get("stop_after_failed_steps") or 0), **blocks)
+
+
+def generation_config(model_path: str):
+    """The policy's generation config (its eos ids: where vLLM stops), or None if it has none."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(model_path)
+    except (OSError, ValueError):
+        return None
 
 
 class _ScopeTaskRunner(TaskRunner.__ray_actor_class__):

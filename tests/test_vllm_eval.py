@@ -1,0 +1,124 @@
+"""`scope-bench eval --backend vllm` with real vLLM (its CPU build) on the synthetic task's warm-started
+tiny model: the command line agrees with `--backend hf` under greedy decoding, `--dp 2` (two vLLM
+replicas as Ray actors) equals one engine, and one in-process engine for the module shows `n`
+samples, seeds, finish reasons as vLLM reports them and `prompt_too_long`.
+
+The warm start is the project's cached one (built once for the suite, test_stage_registry uses it
+too); vLLM needs attention heads of 32+ dims on CPU, which it has (the 8-dim tests/_tiny_model does not).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from _vllm import CPU_ENV, ENGINE_ARGS
+
+from scope_bench.eval.backends import GenerationRequest, VLLMBackend
+from scope_bench.eval.checks import PROMPT_TOO_LONG
+from scope_bench.eval.tasks import Sampling
+
+N_PROBLEMS = 8
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def model():
+    from scope_bench.synthetic.model import warm_start_model
+
+    return warm_start_model()
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    from scope_bench.synthetic import generate_split
+
+    rows = generate_split("test", N_PROBLEMS, seed=0)
+    path = tmp_path_factory.mktemp("vllm-data") / "synthetic.jsonl"
+    path.write_text("".join(json.dumps({"id": f"p{i}", **r}) + "\n" for i, r in enumerate(rows)))
+    return path
+
+
+def cli_eval(model, data, out, *args):
+    """`scope-bench eval` as a user runs it; returns the result rows keyed by (problem, sample)."""
+    cmd = [str(BIN / "scope-bench"), "eval", "--ckpt", str(model), "--tasks", "synthetic", "--data",
+           f"synthetic={data}", "--out", str(out), "--temperature", "0", "--n", "2", "--max-tokens", "48",
+           "--dtype", "float32", "--grading-workers", "1", *args]
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900,
+                          env={**os.environ, **CPU_ENV})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    return {(r["problem_id"], r["sample"]): r for r in rows}, proc
+
+
+VLLM_ARGS = ("--backend", "vllm", "--gpu-memory-utilization", str(ENGINE_ARGS["gpu_memory_utilization"]),
+             "--max-model-len", str(ENGINE_ARGS["max_model_len"]), "--enforce-eager")
+
+
+def test_cli_vllm_agrees_with_hf_greedy_and_dp2_equals_one(model, data, tmp_path):
+    hf, _ = cli_eval(model, data, tmp_path / "hf", "--backend", "hf", "--device", "cpu")
+    vl, proc = cli_eval(model, data, tmp_path / "vllm", *VLLM_ARGS)
+    assert "synthetic" in proc.stdout and "pass@1" in proc.stdout
+    assert len(vl) == len(hf) == 2 * N_PROBLEMS
+    fields = ("response", "correct", "prediction", "finish_reason", "n_tokens")
+    assert {k: [r[f] for f in fields] for k, r in vl.items()} == {k: [r[f] for f in fields] for k, r in hf.items()}
+    grades = [r["correct"] for r in vl.values()]
+    assert 0 < sum(grades) < len(grades)  # the warm start solves some problems, not all: grades can differ
+
+    dp, proc = cli_eval(model, data, tmp_path / "dp", *VLLM_ARGS, "--dp", "2", "--chunk-size", "2")
+    assert "vLLM replicas run on its CPU build" in proc.stderr
+    assert {k: r["response"] for k, r in dp.items()} == {k: r["response"] for k, r in vl.items()}
+    assert json.loads((tmp_path / "dp" / "summary.json").read_text())["tasks"] == \
+        json.loads((tmp_path / "vllm" / "summary.json").read_text())["tasks"]
+
+
+# ---------------------------------------------------------------- one in-process engine
+
+@pytest.fixture(scope="module")
+def engine(model):
+    saved = {k: os.environ.get(k) for k in CPU_ENV}
+    os.environ.update(CPU_ENV)
+    backend = VLLMBackend(str(model), seed=0, distributed_executor_backend="uni", **ENGINE_ARGS)
+    yield backend
+    backend.llm.llm_engine.engine_core.shutdown()
+    for k, v in saved.items():
+        os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
+
+
+def chat(question):
+    from scope_bench.engines.prompt import chat_messages
+
+    return chat_messages(question)
+
+
+def test_samples_seeds_and_finish_reasons(engine, data):
+    questions = [json.loads(x)["question"] for x in data.read_text().splitlines()]
+    hot = Sampling(temperature=1.5, top_p=1.0, max_tokens=48, n=4)  # the warm start is sure of itself at 1.0
+    first = engine.generate([GenerationRequest(chat(questions[0]), hot, seed=7),
+                             GenerationRequest(chat(questions[1]), hot, seed=8)])
+    assert [len(g) for g in first] == [4, 4]
+    assert len({g.text for g in first[0]}) > 1  # the n samples of one prompt differ
+    again = engine.generate([GenerationRequest(chat(questions[0]), hot, seed=7)])  # another batch
+    assert again[0] == first[0]  # same prompt and seed: the same samples, whatever else is batched
+    other = engine.generate([GenerationRequest(chat(questions[0]), hot, seed=9)])
+    assert other[0] != first[0]
+    assert {g.finish_reason for gens in first for g in gens} <= {"stop", "length"}
+    assert any(g.finish_reason == "stop" for gens in first for g in gens)  # the warm start ends its answers
+
+    short = engine.generate([GenerationRequest(chat(questions[0]), Sampling(1.0, 1.0, 3, 2), seed=1)])[0]
+    assert [(g.finish_reason, g.n_tokens) for g in short] == [("length", 3)] * 2
+
+    greedy = engine.generate([GenerationRequest(chat(questions[2]), Sampling(0.0, 1.0, 16, 3), seed=1)])[0]
+    assert len(greedy) == 3 and len(set(greedy)) == 1  # vLLM refuses greedy n > 1: drawn once, repeated
+
+
+def test_prompt_too_long_leaves_the_rest_of_the_batch(engine):
+    fits = GenerationRequest("Start with 3. Add 4.", Sampling(0.0, 1.0, 8, 1), seed=1)
+    huge = GenerationRequest("Add 1. " * 400, Sampling(1.0, 1.0, 8, 2), seed=2)
+    out = engine.generate([huge, fits])
+    assert [g.finish_reason for g in out[0]] == [PROMPT_TOO_LONG] * 2
+    assert out[1][0].finish_reason in ("stop", "length") and out[1][0].n_tokens > 0
