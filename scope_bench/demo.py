@@ -43,7 +43,9 @@ DEFAULT_METHODS = "grpo,scope,luffy,prm-reward,scope-weak"
 # unlearn on every problem, without which GRPO had nothing shared to learn (docs/demo.md).
 WORLD = ("data.difficulties=[hard,ops5,ops6]", "refiner.style=shifted", "prm.fp_rate=0.05", "prm.fn_rate=0.05",
          "model.careless_rate=0.6")
-ID_DIFFICULTIES, OOD_DIFFICULTIES = ("ops5", "ops6"), ("ops7",)
+# ID: held-out problems of the RL prompts' own distribution (4-6 operations, as `data.difficulties`);
+# OOD: 7-operation chains, longer than anything trained.
+ID_DIFFICULTIES, OOD_DIFFICULTIES = ("hard", "ops5", "ops6"), ("ops7",)
 # The demo's budget on top of each method's config: sized so that `make demo` (install included)
 # stays within 15 minutes on 2 CPU cores with two runs side by side.
 DEMO_OVERRIDES = ("train.steps=12", "train.batch_size=8", "train.lr=5e-5", "eval.every=0", "checkpoint.every=10")

@@ -83,7 +83,7 @@ def test_eval_sets_are_held_out_and_split_by_chain_length(quick):
     from scope_bench.synthetic import generate_split
 
     seen = {r["question"] for split, n in (("train", 16), ("val", 4)) for r in generate_split(split, n, seed=0)}
-    for pattern, n_ops in (("synthetic-ops5-ops6-*.jsonl", {5, 6}), ("synthetic-ops7-*.jsonl", {7})):
+    for pattern, n_ops in (("synthetic-hard-ops5-ops6-*.jsonl", {4, 5, 6}), ("synthetic-ops7-*.jsonl", {7})):
         (data,) = (quick / "runs" / "data").glob(pattern)
         rows = [json.loads(x) for x in data.read_text().splitlines()]
         assert len(rows) == len({r["question"] for r in rows}) == 500
