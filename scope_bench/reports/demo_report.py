@@ -202,8 +202,8 @@ def demo_tables(values: dict, variants: Sequence[Variant], start: Variant, k: in
     return [
         _table("demo-table1", "Table 1 (miniature). Accuracy (%) on held-out synthetic problems",
                {**acc, **changes}, table1, with_changes,
-               [("ID: held-out 4- to 6-operation chains, the RL prompts' own distribution (beyond the warm start's "
-                 "2-4); OOD: "
+               [("ID: held-out 4- to 6-operation chains, the RL prompts' own distribution (the warm start "
+                 "learned 2-4); OOD: "
                  "7-operation chains (longer than anything trained). pass@1: greedy decoding, one answer per "
                  f"problem. vs start: each seed's pass@1 minus that of {start.label.lower()}, the checkpoint every "
                  "method started from, on the same problems (intervals: the positive control below).")]),
