@@ -54,6 +54,7 @@ def tokenizer():
 
 @pytest.fixture
 def trainer(tmp_path, tokenizer, monkeypatch):
+    monkeypatch.setenv("SCOPE_REFINER_API_KEY", "test-key")  # the task runner refuses an openai refiner without it
     cfg = compose_config("scope", ["prm.kind=vllm", "prm.url=http://prm:1", "refiner.kind=openai",
                                    "refiner.url=http://t/v1", "refiner.model=r1", "loss.lam=0.5"],
                          run_dir=tmp_path / "run")

@@ -56,7 +56,8 @@ def cli_eval(model, data, out, *args):
 
 
 VLLM_ARGS = ("--backend", "vllm", "--gpu-memory-utilization", str(ENGINE_ARGS["gpu_memory_utilization"]),
-             "--max-model-len", str(ENGINE_ARGS["max_model_len"]), "--enforce-eager")
+             "--max-model-len", str(ENGINE_ARGS["max_model_len"]), "--enforce-eager",
+             "--kv-cache-memory-bytes", str(ENGINE_ARGS["kv_cache_memory_bytes"]))
 
 
 def test_cli_vllm_agrees_with_hf_greedy_and_dp2_equals_one(model, data, tmp_path):

@@ -245,7 +245,8 @@ class VLLMBackend:
     def __init__(self, ckpt: str, *, tensor_parallel_size: int = 1, dtype: str = "auto",
                  gpu_memory_utilization: float = 0.9, max_model_len: int | None = None, seed: int = 0,
                  distributed_executor_backend: str | None = None, enforce_eager: bool = False,
-                 context_extension: str | None = None, llm: Any = None, params_cls: Any = None):
+                 kv_cache_memory_bytes: int | None = None, context_extension: str | None = None,
+                 llm: Any = None, params_cls: Any = None):
         if llm is None or params_cls is None:
             try:
                 import vllm
@@ -256,7 +257,8 @@ class VLLMBackend:
             if llm is None:
                 kwargs = {k: v for k, v in (("max_model_len", max_model_len),
                                             ("distributed_executor_backend", distributed_executor_backend),
-                                            ("enforce_eager", enforce_eager)) if v}
+                                            ("enforce_eager", enforce_eager),
+                                            ("kv_cache_memory_bytes", kv_cache_memory_bytes)) if v}
                 if context_extension:
                     from transformers import AutoConfig
 
@@ -264,7 +266,8 @@ class VLLMBackend:
                     kwargs["hf_overrides"] = overrides
                     kwargs["max_model_len"] = max_model_len or overrides["max_position_embeddings"]
                 try:
-                    # on vLLM's CPU build gpu_memory_utilization is the share of RAM it reserves
+                    # on vLLM's CPU build gpu_memory_utilization is the share of RAM it reserves, less what
+                    # the calling process already holds; kv_cache_memory_bytes sets the KV cache alone
                     llm = vllm.LLM(model=ckpt, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
                                    gpu_memory_utilization=gpu_memory_utilization, seed=seed, **kwargs)
                 except (OSError, ValueError) as err:

@@ -66,6 +66,9 @@ def register(subparsers) -> None:
     p.add_argument("--gpu-memory-utilization", type=float, default=0.9,
                    help="vllm: share of GPU memory (of RAM on vLLM's CPU build) to reserve")
     p.add_argument("--max-model-len", type=int, help="vllm: context length")
+    p.add_argument("--kv-cache-memory-bytes", type=int,
+                   help="vllm: the KV cache's size in bytes (overrides --gpu-memory-utilization for it; on the "
+                        "CPU build a fixed size is safer than a share of RAM)")
     p.add_argument("--context-extension", choices=["luffy"],
                    help="hf/vllm: evaluate with a longer context than the checkpoint's own: luffy = rope_theta "
                         "40000 and 16,384 positions, as LUFFY evaluated Qwen2.5-Math-7B (4,096) at 8,192 new "
@@ -88,7 +91,8 @@ def _backend_kwargs(args) -> dict:
     if args.backend == "vllm":
         return {"tensor_parallel_size": args.tp, "dtype": args.dtype, "seed": args.seed,
                 "gpu_memory_utilization": args.gpu_memory_utilization, "max_model_len": args.max_model_len,
-                "enforce_eager": args.enforce_eager, "context_extension": args.context_extension}
+                "enforce_eager": args.enforce_eager, "kv_cache_memory_bytes": args.kv_cache_memory_bytes,
+                "context_extension": args.context_extension}
     return {"base_url": args.base_url, "concurrency": args.concurrency}
 
 
