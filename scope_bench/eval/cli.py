@@ -13,6 +13,7 @@ import json
 import sys
 from pathlib import Path
 
+from scope_bench.eval.backends import CONTEXT_EXTENSIONS, budget_warning
 from scope_bench.eval.protocol import DEFAULT_PROTOCOL, PROTOCOLS
 
 
@@ -69,7 +70,7 @@ def register(subparsers) -> None:
     p.add_argument("--kv-cache-memory-bytes", type=int,
                    help="vllm: the KV cache's size in bytes (overrides --gpu-memory-utilization for it; on the "
                         "CPU build a fixed size is safer than a share of RAM)")
-    p.add_argument("--context-extension", choices=["luffy"],
+    p.add_argument("--context-extension", choices=sorted(CONTEXT_EXTENSIONS),
                    help="hf/vllm: evaluate with a longer context than the checkpoint's own: luffy = rope_theta "
                         "40000 and 16,384 positions, as LUFFY evaluated Qwen2.5-Math-7B (4,096) at 8,192 new "
                         "tokens (recorded in summary.json)")
@@ -100,14 +101,9 @@ def context_budget(args) -> dict | None:
     """The requested new-token budget against the model's context (`--max-model-len`, else the
     config's `max_position_embeddings`), warned about on stderr when it cannot be met; None when
     either is unknown (a Hub id is not fetched for this, an openai server is not asked)."""
-    from scope_bench.eval.backends import budget_warning
-    from scope_bench.eval.protocol import PROTOCOLS
-
     requested = args.max_tokens or PROTOCOLS[args.protocol].settings.get("max_tokens")
     context = args.max_model_len
     if context is None and args.context_extension and args.backend != "openai":
-        from scope_bench.eval.backends import CONTEXT_EXTENSIONS
-
         context = CONTEXT_EXTENSIONS[args.context_extension]["max_position_embeddings"]
     if context is None and args.backend != "openai" and (Path(args.ckpt) / "config.json").is_file():
         context = json.loads((Path(args.ckpt) / "config.json").read_text()).get("max_position_embeddings")
@@ -153,8 +149,6 @@ def run(args) -> int:
     if budget:  # what the context allowed next to what was asked (the tasks' own budgets are in `sampling`)
         summary["budget"] = budget
     if args.context_extension:
-        from scope_bench.eval.backends import CONTEXT_EXTENSIONS
-
         summary["context_extension"] = {"name": args.context_extension,
                                         **CONTEXT_EXTENSIONS[args.context_extension]}
     if budget or args.context_extension:
