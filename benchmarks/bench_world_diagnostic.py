@@ -39,7 +39,7 @@ def style_stats(model, tok, rows: list[dict], *, n: int, max_new_tokens: int, te
     """Sampled style mix and per-style success on `rows` (n samples each)."""
     from scope_bench.engines.local.policy import encode_prompts, generate
     from scope_bench.engines.local.trainer import _rewards
-    from scope_bench.engines.prompt import prompt_text
+    from scope_bench.prompts import prompt_text
 
     prompts = encode_prompts(tok, [prompt_text(tok, r["question"]) for r in rows], 512)
     groups = generate(model, tok, prompts, n=n, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed)
@@ -60,7 +60,7 @@ def batch_gradient(run, rows: list[dict], seed: int):
     from scope_bench.core import grpo_advantages
     from scope_bench.engines.local.policy import encode_prompts, generate, pack, response_logprobs
     from scope_bench.engines.local.trainer import _rewards
-    from scope_bench.engines.prompt import prompt_text
+    from scope_bench.prompts import prompt_text
 
     cfg, tok, n = run.cfg, run.tokenizer, run.cfg.rollout.n
     prompts = encode_prompts(tok, [prompt_text(tok, r["question"]) for r in rows], cfg.rollout.max_prompt_tokens)

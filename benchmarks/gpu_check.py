@@ -100,9 +100,9 @@ def check_trainer(device, steps: int, problems: int) -> dict:
 
 def check_eval(device, model_path: str, problems: int) -> dict:
     """The HF evaluation backend (seeded per-sample decoding, KV cache) on synthetic prompts."""
-    from scope_bench.engines.prompt import chat_messages
     from scope_bench.eval.backends import GenerationRequest, HFBackend
     from scope_bench.eval.tasks import Sampling
+    from scope_bench.prompts import chat_messages
     from scope_bench.synthetic import split_problems
 
     backend = HFBackend(model_path, device=str(device), batch_size=8)
@@ -121,8 +121,8 @@ def fixed_batch(tokenizer, problems: int) -> dict:
     half off-policy, as a refiner suffix), with old log-probs offset so that some ratios clip."""
     from scope_bench.core import grpo_advantages
     from scope_bench.engines.local.policy import encode_prompts
-    from scope_bench.engines.prompt import prompt_text
     from scope_bench.engines.stage import tokenize_with_eos
+    from scope_bench.prompts import prompt_text
     from scope_bench.synthetic import solution, split_problems
 
     prompts, responses, offpolicy, rewards = [], [], [], []

@@ -16,6 +16,7 @@ COMMANDS = {
     "eval": "scope_bench.eval.cli",
     "grade": "scope_bench.grading.cli",
     "report": "scope_bench.reports.cli",
+    "view": "scope_bench.reports.view",
     "data": "scope_bench.engines.verl.data_cli",
     "demo": "scope_bench.demo",
     "serve": "scope_bench.engines.serve",

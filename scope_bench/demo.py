@@ -25,7 +25,6 @@ import argparse
 import hashlib
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -370,9 +369,3 @@ def evaluate_checkpoint(ckpt: str, label: str, out_dir: Path, data: Path, budget
     return evaluate(ckpt, TASK, backend="hf", out_dir=out_dir, label=label, data_paths={TASK: str(data)},
                     limit=limit, n=n, temperature=temperature, max_tokens=budget.eval_max_tokens,
                     seed=EVAL_SEED, chunk_size=16, backend_kwargs={"batch_size": 64})
-
-
-if __name__ == "__main__":
-    from scope_bench.cli import main
-
-    sys.exit(main(["demo", *sys.argv[1:]]))

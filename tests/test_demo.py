@@ -142,6 +142,7 @@ def test_more_steps_resume_the_finished_runs_and_fewer_are_refused(tmp_path, cap
 
 
 def test_other_tasks_table_means_runs_of_a_label_and_skips_paper_tasks(tmp_path):
+    from scope_bench.reports import render
     from scope_bench.reports import tables as T
     from scope_bench.reports.runs import EvalRun
 
@@ -158,4 +159,4 @@ def test_other_tasks_table_means_runs_of_a_label_and_skips_paper_tasks(tmp_path)
     rows = {r.name: r.cells for r in table.blocks[0].sections[0][1]}
     assert rows["A (mean of 2 runs)"] == {"toy pass@1": 15.0, "toy pass@4": 35.0, "other avg@4": None}
     assert rows["B"] == {"toy pass@1": 5.0, "toy pass@4": 7.0, "other avg@4": 1.0}
-    assert "| A (mean of 2 runs) | **15.0** | **35.0** | — |" in T.to_markdown(table)
+    assert "| A (mean of 2 runs) | **15.0** | **35.0** | — |" in render.to_markdown(table)

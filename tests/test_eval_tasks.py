@@ -4,7 +4,7 @@ import pytest
 
 from scope_bench.eval.data import fingerprint, load_problems, problems_from_rows, render_prompt
 from scope_bench.eval.tasks import available_tasks, load_task, resolve_task_names
-from scope_bench.paths import SHARED_DATA_DIR
+from scope_bench.paths import SHARED_DATA_DIR, TASKS_DIR
 
 BENCH = SHARED_DATA_DIR / "benchmarks"
 needs_data = pytest.mark.skipif(not BENCH.exists(), reason=f"shared benchmark data not at {BENCH}")
@@ -33,6 +33,14 @@ def test_unknown_task_and_bad_yaml(tmp_path):
     bad.write_text(bad.read_text().replace("{problem: q}", "{problem: q, answer: a}").replace("pass@1", "acc"))
     with pytest.raises(ValueError, match="metric 'acc'"):
         load_task(bad)
+    bad.write_text(bad.read_text().replace("acc", "pass@1") + "version: 1.5\n")
+    with pytest.raises(ValueError, match="bad.yaml: version must be a whole number from 1, got 1.5"):
+        load_task(bad)
+
+
+def test_every_shipped_task_has_a_version():
+    assert all("\nversion: " in (TASKS_DIR / f"{n}.yaml").read_text() for n in available_tasks())
+    assert all(load_task(n).version >= 1 for n in available_tasks())
 
 
 @needs_data

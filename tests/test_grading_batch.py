@@ -12,17 +12,15 @@ from fractions import Fraction
 import pytest
 
 from scope_bench.grading import STATS, grade_math_batch, math_reward, math_rewards
+from scope_bench.grading.antlr import _FULL_CONTEXT_PREDICTIONS, _full_context_cache_class, two_stage_parsing
 from scope_bench.grading.batch import GradingPool, shutdown_pool
 from scope_bench.grading.equivalence import (
-    _FULL_CONTEXT_PREDICTIONS,
-    _full_context_cache_class,
     _gold_forms,
     evaluates_differently,
     fast_match,
     gold_latex,
     gold_text,
     quiet_math_verify,
-    two_stage_parsing,
     verify_slow,
 )
 from scope_bench.grading.extract import last_boxed

@@ -68,6 +68,10 @@ def test_eval_grades_each_answer_format(tmp_path):
     results = {r["problem_id"]: r for r in map(json.loads, (out / "results.jsonl").read_text().splitlines())}
     got = [results[f"p{i}"]["correct"] for i in range(len(CASES))]
     assert got == [c for _, _, c in CASES]
+    # the prediction recorded is the one graded: the Minerva sentence's number, all three boxes
+    assert results["p0"]["prediction"] == "5"
+    assert results["p7"]["prediction"] == "1, 2, 3"
+    assert results["p10"]["prediction"] is None
     summary = json.loads((out / "summary.json").read_text())
     assert summary["grading"]["version"] == "2"
     assert summary["grading"]["policy"] == {"unboxed": "anchored", "percent": "drop", "decimal_comma": False}

@@ -413,8 +413,9 @@ def test_fallback_answer_spans():
 
 
 def test_answers_match_keeps_the_fast_paths_verdict_on_tiny_numbers():
-    from scope_bench.grading import equivalence
-    from scope_bench.grading.equivalence import answers_match, two_stage_parsing, verify_slow
+    from scope_bench.grading import antlr
+    from scope_bench.grading.antlr import two_stage_parsing
+    from scope_bench.grading.equivalence import answers_match, verify_slow
 
     # the documented exception: Math-Verify calls 2.88e-19 and 1.325e-27 equal, the exact fast path does not
     assert answers_match("1.325e-27", "2.88e-19") is False
@@ -422,10 +423,10 @@ def test_answers_match_keeps_the_fast_paths_verdict_on_tiny_numbers():
     assert verify_slow("5", "") is False and verify_slow("", "5") is False
     two_stage_parsing(False)
     try:
-        assert equivalence._TWO_STAGE["enabled"] is False
+        assert antlr._TWO_STAGE["enabled"] is False
     finally:
         two_stage_parsing(True)
-    assert equivalence._TWO_STAGE["enabled"] is True
+    assert antlr._TWO_STAGE["enabled"] is True
 
 
 def test_reward_routing_by_source():

@@ -191,18 +191,18 @@ def test_two_stage_parsing_install(monkeypatch):
     """A fresh install (as in a new worker process) wraps the parser once and grades as plain LL does."""
     from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
 
-    from scope_bench.grading import equivalence
+    from scope_bench.grading import antlr, equivalence
 
-    equivalence.two_stage_parsing()
+    antlr.two_stage_parsing()
     monkeypatch.setattr(_Latex2Sympy, "create_parser", _Latex2Sympy.create_parser)
-    monkeypatch.setitem(equivalence._TWO_STAGE, "installed", False)
-    monkeypatch.setitem(equivalence._TWO_STAGE, "enabled", True)
+    monkeypatch.setitem(antlr._TWO_STAGE, "installed", False)
+    monkeypatch.setitem(antlr._TWO_STAGE, "enabled", True)
     before = _Latex2Sympy.create_parser
-    equivalence.two_stage_parsing()
+    antlr.two_stage_parsing()
     installed = _Latex2Sympy.create_parser
     assert installed is not before and callable(installed)
-    assert equivalence._TWO_STAGE["installed"] is True
-    equivalence.two_stage_parsing()
+    assert antlr._TWO_STAGE["installed"] is True
+    antlr.two_stage_parsing()
     assert _Latex2Sympy.create_parser is installed  # installed once
     equivalence._parse_boxed.cache_clear()
     # slow-path grades (not plain numbers), parsed through the new patch; both need x^2 (an LL fallback)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from scope_bench.analysis.dynamics import group_by_label, read_metrics, seed_curve
+from scope_bench.reports import render
 from scope_bench.reports import tables as T
 from scope_bench.reports.report import build_tables, write_report
 from scope_bench.reports.runs import discover, infer_method
@@ -64,7 +65,7 @@ def test_table1_averages_and_missing_cells(runs):
     assert rows["SFT"]["minerva"] is None and rows["SFT"]["avg-id"] is None  # incomplete group: no average
     assert rows["SFT"]["avg-ood"] is not None
     assert rows["Replace Entire Rollout"]["arc_c"] is None
-    md = T.to_markdown(t1)
+    md = render.to_markdown(t1)
     assert "| SFT | 17.4 | 5.8 | 53.9 | 75.6 | — | 41.6 | — |" in md
     assert "**45.4**" in md  # SCOPE's OOD average is the best measured one
 
@@ -75,8 +76,26 @@ def test_tables_2_and_3_pick_runs_by_backbone_and_method(runs):
     assert [b.title for b in t2.blocks] == ["Measured: Qwen2.5-1.5B"]
     t3 = T.table3(evals, reference=False)
     assert [r.name for _, rows in t3.blocks[0].sections for r in rows] == ["GRPO", "Replace Entire Rollout", "SCOPE"]
-    assert infer_method("RL w/ PRM reward") is None and infer_method("prm-reward-seed1") == "prm_reward"
+    assert infer_method("RL w/ PRM reward") is None and infer_method("prm-reward-seed1") == "prm-reward"
     assert infer_method("On-policy RL") == "grpo" and infer_method("SCOPE (32B refiner)") == "scope"
+    assert infer_method("luffy-seed0") == "luffy" and infer_method("sft_rl") == "sft+rl"
+    # the canned summaries name no method: the table says whose was read from the label
+    assert "Method read from the run label" in " ".join(t3.notes) and "GRPO -> grpo" in " ".join(t3.notes)
+
+
+def test_a_recorded_method_keys_the_row_not_the_label(runs):
+    """Two summaries under one label, one made by luffy and one by replace (as `scope-bench eval`
+    records them): two Table 3 rows, each named with its method, and no guessed-method note."""
+    import dataclasses
+
+    evals, _ = runs
+    grpo = next(r for r in evals if r.label == "GRPO")
+    made = [dataclasses.replace(grpo, label="final", method=m, method_guessed=False,
+                                 summary={**grpo.summary, "method": m})
+            for m in ("luffy", "replace")]
+    t3 = T.table3(made, reference=False)
+    assert [r.name for _, rows in t3.blocks[0].sections for r in rows] == ["final (luffy)", "final (replace)"]
+    assert not any("read from the run label" in n for n in t3.notes)
 
 
 def test_table4_medians_equal_reference_libraries_on_the_canned_results(runs):
@@ -104,16 +123,16 @@ def test_bold_marks_the_best_within_each_block_only():
         T.Block("m", [(None, [T.Row("x", {"a": 1.04}), T.Row("y", {"a": 0.96})])]),
         T.Block("p", [(None, [T.Row("z (paper)", {"a": 5.0}), T.Row("w (paper)", {"a": 2.0})])], reference=True),
     ])
-    md = T.to_markdown(table)
+    md = render.to_markdown(table)
     assert "| x | **1.0** |" in md and "| y | **1.0** |" in md  # a tie as printed: both bold
     assert "| z (paper) | **5.0** |" in md and "| w (paper) | 2.0 |" in md
-    tex = T.to_latex(table)
+    tex = render.to_latex(table)
     assert r"x & \textbf{1.0} \\" in tex and r"w (paper) & 2.0 \\" in tex
 
 
 def test_latex_escapes_and_marks_missing():
     table = T.Table("t", "50% & more", ["a", "b"], [T.Block("m_1", [(None, [T.Row("a_b #1", {"a": None, "b": 3.0})])])])
-    tex = T.to_latex(table)
+    tex = render.to_latex(table)
     assert r"a\_b \#1 & -- & 3.0 \\" in tex and r"\caption{50\% \& more}" in tex
     assert r"\toprule" in tex and r"\bottomrule" in tex
 

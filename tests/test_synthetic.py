@@ -153,7 +153,7 @@ def test_tiny_model_loads_like_a_checkpoint(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scope_bench.engines.prompt import prompt_text
+    from scope_bench.prompts import prompt_text
     from scope_bench.synthetic import build_tiny_model
 
     torch.set_num_threads(1)

@@ -13,6 +13,7 @@ import shutil
 import pytest
 
 from scope_bench.paths import TASKS_DIR
+from scope_bench.reports import render
 from scope_bench.reports import tables as T
 from scope_bench.reports.reference import paper_reference
 from scope_bench.reports.runs import EvalRun
@@ -62,14 +63,14 @@ def test_a_benchmark_added_in_tasks_reaches_every_table(tasks_dir):
     assert rows["A"]["avg-id"] == pytest.approx((sum(full[t] for t in PAPER_ID) + 5.0) / 7)
     assert rows["B"]["hmmt"] is None and rows["B"]["avg-id"] is None  # the group is incomplete now
     assert rows["B"]["avg-ood"] == pytest.approx(sum(full[t] for t in PAPER_OOD) / 3)
-    md = T.to_markdown(t1)
+    md = render.to_markdown(t1)
     assert "In-distribution: AIME24, AIME25, AMC, MATH-500, Minerva, HMMT-Feb, Olympiad, Avg.;" in md
     assert "| Method | AIME24 | AIME25 | AMC | MATH-500 | Minerva | HMMT-Feb | Olympiad | Avg. |" in md
     assert "AIME24, AIME25, AMC: Avg@32; HMMT-Feb: Avg@8; others: pass@1 (as each run's summary reports)." in md
     # the paper's rows have no HMMT number: a missing cell, never a shifted one
     paper = {r.name: r.cells for b in t1.blocks if b.reference for _, rs in b.sections for r in rs}
     assert paper["SCOPE (paper)"].get("hmmt") is None and paper["SCOPE (paper)"]["olympiad"] == 47.0
-    assert r"HMMT-Feb & Olympiad & Avg." in T.to_latex(t1)
+    assert r"HMMT-Feb & Olympiad & Avg." in render.to_latex(t1)
 
     t2 = T.table2(runs, reference=False, main=None, tasks_dir=tasks_dir)
     assert "hmmt" in t2.columns and [b.title for b in t2.blocks] == ["Measured: small"]

@@ -187,6 +187,10 @@ def test_tensorboard_and_progress_metrics(tiny, tmp_path):
     (m,) = read_metrics(run_dir)
     stage = ["time/stage/prm", "time/stage/refiner", "time/stage/tokenize", "time/stage/selection"]
     assert all(m[k] >= 0 for k in ["time/generate", "time/update", *stage])
+    # the bill of the in-process refiner and PRM (no server usage): counted with the policy's tokenizer
+    assert m["refiner/calls"] == 3 and m["refiner/prompt_tokens"] > m["refiner/completion_tokens"] > 0
+    assert m["prm/prompt_tokens"] > 0 and m["refiner/latency_p95_s"] > 0 and 0 < m["time/stage_share"] < 1
+    assert m["cost/usd"] is None  # no price table: tokens only
 
 
 def test_verl_backend_is_delegated(monkeypatch):
@@ -210,7 +214,7 @@ def test_training_logprobs_match_sampling_logprobs(tiny, temperature):
     of different lengths) and the same temperature: otherwise the trained policy would not be the
     sampling policy (and the ratio, the clip and the loss would use the wrong log-probs)."""
     from scope_bench.engines.local.policy import encode_prompts, load_policy, pack, response_logprobs
-    from scope_bench.engines.prompt import prompt_text
+    from scope_bench.prompts import prompt_text
 
     model, tok = load_policy(tiny, torch.device("cpu"))
     prompts = encode_prompts(tok, [prompt_text(tok, q) for q in

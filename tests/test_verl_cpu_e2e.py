@@ -99,6 +99,15 @@ def test_scope_rewrites_rows_and_the_mask_reaches_the_worker(scope_run):
         for key in ("reward_mean", "accuracy", "groups_gated", "near_miss@1", "entropy", "time/stage"):
             assert key in r
     assert any(r["offpolicy_token_frac"] > 0 for r in steps)
+    # the bill (docs/cost.md), on every step: the served refiner's and PRM's usage, latency, stage share
+    bill = ("refiner/prompt_tokens", "refiner/completion_tokens", "prm/prompt_tokens", "refiner/latency_p50_s",
+            "refiner/latency_p95_s", "time/stage_share", "cost/usd", "budget/skipped_groups")
+    assert all(set(bill) <= set(r) and 0 < r["time/stage_share"] < 1 for r in steps)
+    assert all(r["cost/usd"] is None and r["budget/skipped_groups"] == 0 for r in steps)  # no prices, no budget
+    assert sum(r["refiner/completion_tokens"] for r in steps) > 0 and sum(r["prm/prompt_tokens"] for r in steps) > 0
+    assert any(r["refiner/latency_p50_s"] is not None for r in steps)
+    summary = json.loads((run_dir / "bill.json").read_text())
+    assert summary["refiner/prompt_tokens"] == sum(r["refiner/prompt_tokens"] for r in steps) > 0
     assert sum(r["refiner_failures"] for r in steps) > 0  # garbage replies counted, training went on
     assert any("val_accuracy" in r for r in rows)
     assert (run_dir / "checkpoints" / "global_step_3" / "actor").is_dir()

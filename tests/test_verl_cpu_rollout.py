@@ -1,4 +1,4 @@
-"""The HF rollout of `--device cpu` (`engines/verl/cpu.py`) against the model itself: requests that
+"""The HF rollout of `--device cpu` (`engines/verl/hf_rollout.py`) against the model itself: requests that
 arrive together are decoded as one left-padded batch with a KV cache, and what comes back must be
 what the model says for each prompt alone: greedy tokens equal `generate` on that prompt, and the
 reported log-probs equal a teacher-forced forward pass over prompt + response."""
@@ -12,8 +12,9 @@ import torch
 
 pytest.importorskip("verl", reason="verl is installed by the test command (pip install -e .[verl])")
 
-from scope_bench.engines.prompt import prompt_text
-from scope_bench.engines.verl.cpu import HFRolloutServer, PlatformCPU, _sample_next
+from scope_bench.engines.verl.cpu import PlatformCPU
+from scope_bench.engines.verl.hf_rollout import HFRolloutServer, _sample_next
+from scope_bench.prompts import prompt_text
 from scope_bench.synthetic.model import tiny_model
 
 torch.set_num_threads(1)

@@ -73,13 +73,15 @@ def test_init_workers_installs_the_hybrid_loss_and_the_stage(trainer):
     assert group.loss_fn.keywords["loss_config"].lam == 0.5
     assert group.loss_fn.keywords["config"].policy_loss.loss_mode == "scope_hybrid"
     stage = t.method_stage
-    assert stage.spec.name == "scope" and type(stage.prm).__name__ == "VLLMPoolingPRM"
-    assert type(stage.refiner.inner).__name__ == "OpenAIRefiner" and stage.refiner.inner.endpoint.concurrency == 32
+    assert stage.spec.name == "scope" and type(stage.prm.inner).__name__ == "VLLMPoolingPRM"  # metered (the bill)
+    refiner = stage.refiner.inner.inner  # metered, then guarded
+    assert type(refiner).__name__ == "OpenAIRefiner" and refiner.endpoint.concurrency == 32
 
 
 def test_stage_runs_before_old_logprobs_and_its_metrics_are_logged(trainer, tokenizer):
     t, group = trainer
-    t.method_stage.prm, t.method_stage.refiner = StepPRM(), AnswerRefiner()
+    bill = t.method_stage.bill
+    t.method_stage.prm, t.method_stage.refiner = bill.meter_prm(StepPRM()), bill.meter_refiner(AnswerRefiner())
     t.method_stage.verify = verify
     batch = make_batch(tokenizer)
     old_log_prob, _ = t._compute_old_log_prob(batch)
@@ -99,6 +101,14 @@ def test_stage_runs_before_old_logprobs_and_its_metrics_are_logged(trainer, toke
     rows = [json.loads(line) for line in (t._metrics_path).read_text().splitlines()]
     assert rows[-1]["step"] == 3 and rows[-1]["method"] == "scope" and rows[-1]["groups_rectified"] == 1
     assert rows[-1]["loss"] == 0.25 and rows[-1]["lr"] == 1e-6
+    # the bill: tokens counted with the tokenizer (the fakes report no usage), the in-process refiner's
+    # latency, no prices (cost null), and the run's totals in bill.json
+    assert rows[-1]["refiner/calls"] == 1 and rows[-1]["refiner/prompt_tokens"] > rows[-1]["refiner/completion_tokens"] > 0
+    assert rows[-1]["prm/prompt_tokens"] > 0 and rows[-1]["refiner/latency_p50_s"] >= 0
+    assert rows[-1]["cost/usd"] is None and rows[-1]["budget/skipped_groups"] == 0 and "time/stage_share" in rows[-1]
+    assert metrics["refiner/prompt_tokens"] == rows[-1]["refiner/prompt_tokens"]  # verl's own logger has it too
+    summary = json.loads((t._metrics_path.parent / "bill.json").read_text())
+    assert summary["refiner/prompt_tokens"] == rows[-1]["refiner/prompt_tokens"] and summary["groups_rectified"] == 1
 
 
 def test_task_runner_builds_the_scope_trainer(monkeypatch):

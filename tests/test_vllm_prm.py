@@ -2,9 +2,12 @@
 `Qwen2ForProcessRewardModel` built offline: its per-step probabilities equal `QwenMathPRM`'s in
 process on the same checkpoint (which tests/test_prm.py checks against a hand computation), over
 batches, concurrent calls and chats cut at the server's `--max-model-len`; the reply shape is read
-from the real server; and a SCOPE training run scores its steps through it.
+from the real server; and a SCOPE training run scores its steps through it, the server killed after
+step 1 and started again while step 2 waits for it (`prm.retry_s`). When the window is spent the run
+stops with its checkpoint kept and resumes: that leg uses the project's loopback PRM server, which
+stops and starts in milliseconds (a vLLM start is ~1 min on 2 cores).
 
-One server for the module (~1 min to start on 2 cores). Its checkpoint has attention heads of 32
+One server for the module (~1 min to start on 2 cores), started again once by the fault test. Its checkpoint has attention heads of 32
 dims (vLLM's CPU attention has no 8-dim kernel, tests/test_prm.py's tiny PRM has 8), and the step
 tag is given with `--pooler-config` (vLLM's default is Qwen's `<extra_0>` id, 151651).
 """
@@ -12,14 +15,23 @@ tag is given with `--pooler-config` (vLLM's default is Qwen's `<extra_0>` id, 15
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import urllib.request
 
 import pytest
 import torch
-from _vllm import served
+from _vllm import START_TIMEOUT_S, served
 from test_prm import chat_tokenizer
 
-from scope_bench.engines.prm import STEP_TAG, QwenMathPRM, VLLMPoolingPRM, parse_pooling_reply, prm_messages
+from scope_bench.engines.prm import (
+    STEP_TAG,
+    PRMUnreachable,
+    QwenMathPRM,
+    VLLMPoolingPRM,
+    parse_pooling_reply,
+    prm_messages,
+)
 
 torch.set_num_threads(1)
 MAX_MODEL_LEN = 256  # _vllm.start_server's --max-model-len
@@ -61,12 +73,19 @@ def prm_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(prm_dir, tmp_path_factory):
+def handle(prm_dir, tmp_path_factory):
     path, tag = prm_dir
     log = tmp_path_factory.mktemp("vllm-prm-log") / "server.log"
     with served(path, log, "--runner", "pooling", "--served-model-name", "tiny-prm",
-                "--pooler-config", json.dumps({"step_tag_id": tag})) as (url, _):
-        yield url
+                "--pooler-config", json.dumps({"step_tag_id": tag})) as (_, srv):
+        yield srv
+
+
+@pytest.fixture
+def server(handle):
+    if handle.proc is None:  # the fault test left it down
+        handle.start()
+    return handle.url
 
 
 @pytest.fixture(scope="module")
@@ -123,20 +142,64 @@ def test_no_truncation_over_the_context_is_a_clear_error(server):
         client.score(["Sum the numbers."], [LONG])
 
 
-def test_scope_training_run_scores_through_the_server(server, tmp_path):
-    from scope_bench.engines.local import load_train_config, train
+def prm_run_config(tmp_path, url, *extra):
+    from scope_bench.engines.local import load_train_config
     from scope_bench.synthetic import tiny_model
 
-    cfg = load_train_config("scope", [
-        f"model.path={tiny_model()}", f"run_dir={tmp_path / 'run'}", "threads=1", "train.steps=2",
+    return load_train_config("scope", [
+        f"model.path={tiny_model()}", f"run_dir={tmp_path / 'run'}", "threads=1", "train.steps=3",
         "train.batch_size=2", "rollout.n=2", "rollout.max_new_tokens=24", "data.n_train=8", "data.val=null",
-        "prm.kind=vllm", f"prm.url={server}", "prm.path=tiny-prm", f"prm.max_tokens={MAX_MODEL_LEN}"])
-    before = served_requests(server)
-    out = train(cfg)
+        "prm.kind=vllm", f"prm.url={url}", *extra])
+
+
+def test_training_run_waits_for_a_restarted_server(handle, server, tmp_path, caplog):
+    """A SCOPE run scores through the server; after step 1 the server is killed and started again
+    (its own process, ~1 min): step 2's scoring waits for it within prm.retry_s and the run goes on,
+    no step lost, the restarted server scoring steps 2 and 3."""
+    from scope_bench.engines.local import train
+
+    cfg = prm_run_config(tmp_path, server, "prm.path=tiny-prm", f"prm.max_tokens={MAX_MODEL_LEN}",
+                         f"prm.retry_s={START_TIMEOUT_S}")
+    assert served_requests(server) > 0  # the tests above were scored here
+    restart = threading.Thread(target=handle.start)
+
+    def on_step(step, metrics):
+        if step == 1:
+            handle.kill()
+            restart.start()
+
+    with caplog.at_level(logging.WARNING, logger="scope_bench.engines.prm"):
+        out = train(cfg, on_step=on_step)
+    restart.join()
     metrics = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [m["step"] for m in metrics] == [1, 2]
+    assert [m["step"] for m in metrics] == [1, 2, 3]
     assert all(m["groups_gated"] > 0 and m["time/stage/prm"] > 0 for m in metrics)
-    assert served_requests(server) > before  # the run's steps were scored by this server
+    assert served_requests(server) > 0  # a fresh server's counter: steps 2 and 3 were scored by it
+    said = caplog.text
+    assert "unreachable (connection" in said and f"retrying for up to {START_TIMEOUT_S:g} s (prm.retry_s)" in said
+    assert "is back after" in said
+
+
+def test_an_outage_longer_than_the_window_stops_the_run_resumably(tmp_path):
+    """The window spent: the run stops at step 2 with a clear error, step 1's checkpoint kept; with the
+    server back, `resume` trains steps 2 and 3 (the loopback PRM server: stopping and starting a vLLM
+    server costs a minute, and the client sees the same refused connections)."""
+    from scope_bench.engines.local import train
+    from scope_bench.engines.local.checkpoint import list_checkpoints
+    from scope_bench.engines.serve import SyntheticServer
+
+    first = SyntheticServer(port=0).start()
+    port = first.url.rsplit(":", 1)[1]
+    cfg = prm_run_config(tmp_path, first.url, "prm.path=synthetic-prm", "prm.retry_s=2", "checkpoint.every=1")
+    with pytest.raises(PRMUnreachable, match=r"unreachable for \d+ s \(prm.retry_s=2\).*resume the run"):
+        train(cfg, on_step=lambda step, _: step == 1 and first.close())
+    run = tmp_path / "run"
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert len(list_checkpoints(run)) == 1
+    with SyntheticServer(port=int(port)):
+        cfg.resume = True
+        train(cfg)
+    assert [json.loads(x)["step"] for x in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2, 3]
 
 
 def served_requests(url: str) -> float:

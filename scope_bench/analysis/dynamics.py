@@ -85,11 +85,12 @@ def seed_curve(runs: list[TrainingRun], key: str) -> dict[str, np.ndarray] | Non
     return {"step": steps, "mean": mean, "lo": mean - std, "hi": mean + std, "n": n}
 
 
-def group_by_label(runs: list[TrainingRun]) -> dict[str, list[TrainingRun]]:
-    """Seeds of each method, in the order labels first appear."""
-    out: dict[str, list[TrainingRun]] = {}
+def group_by_label(runs: list, key=lambda run: run.label) -> dict:
+    """Runs (training or evaluation) under each `key` (default the label: the seeds of each method),
+    in the order keys first appear."""
+    out: dict = {}
     for run in runs:
-        out.setdefault(run.label, []).append(run)
+        out.setdefault(key(run), []).append(run)
     return out
 
 

@@ -7,7 +7,7 @@ Both are batch interfaces so that an engine can keep every call of a training st
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 
@@ -35,6 +35,11 @@ class RefineResult:
 
     suffix: str | None
     error: str | None = None
+    # the call's bill where the client knows it (an HTTP refiner): (prompt, completion) tokens as the
+    # server's `usage` reported them, also for a failed reply it answered (one cut at max_tokens), and
+    # the seconds the call took; not part of the result's identity
+    usage: tuple[int, int] | None = field(default=None, compare=False)
+    latency_s: float | None = field(default=None, compare=False)
 
     @property
     def ok(self) -> bool:

@@ -9,7 +9,9 @@ engine can keep every request of a training step in flight at once.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -68,6 +70,9 @@ class GroupRecord:
     total_steps: int | None = None
     prefix_tokens: int | None = None
     total_tokens: int | None = None
+    # the failures selection weighed (eq. 4), in order: rollout index, prefix/total steps and tokens, score S
+    candidates: list[dict] = field(default_factory=list)
+    length_stats: dict | None = None  # {"steps": (mean, variance), "tokens": (...)} of eq. 3
 
     @property
     def keep_ratio(self) -> float | None:
@@ -124,9 +129,15 @@ def rectify_groups(
 
     requests, chosen = [], []
     for g in gated:
-        choice = _select(groups[g], candidates[g], _stats(groups, steps, g, config))
-        cand, rollout = choice, groups[g][choice.index]
+        stats = _stats(groups, steps, g, config)
+        scores = _scores(groups[g], candidates[g], stats)
+        cand = candidates[g][int(np.argmax(scores))]  # step 5: the largest S (ties: the first)
+        rollout = groups[g][cand.index]
         record = outcomes[g].record
+        record.candidates = [{"index": c.index, "prefix_steps": c.prefix_steps, "total_steps": len(c.steps),
+                              "prefix_tokens": c.prefix_tokens, "total_tokens": len(groups[g][c.index].token_ids),
+                              "score": float(s)} for c, s in zip(candidates[g], scores)]
+        record.length_stats = {"steps": stats[0], "tokens": stats[1]}
         record.selected, record.prefix_steps, record.total_steps = cand.index, cand.prefix_steps, len(cand.steps)
         record.prefix_tokens, record.total_tokens = cand.prefix_tokens, len(rollout.token_ids)
         requests.append(RefineRequest(rollout.question, _prefix_text(rollout, cand.prefix_tokens), rollout.ground_truth))
@@ -144,7 +155,25 @@ def rectify_groups(
         outcomes[g].record.status = "skipped" if reason else "rectified"
         outcomes[g].record.reason = reason
         outcomes[g].rectification = mixed
+    sink = _RECORDER.get()
+    if sink is not None:
+        sink.append((list(groups), outcomes))
     return outcomes
+
+
+_RECORDER: ContextVar[list | None] = ContextVar("rectify_recorder", default=None)
+
+
+@contextmanager
+def recording_outcomes() -> Iterator[list[tuple[list, list[GroupOutcome]]]]:
+    """Collect `(groups, outcomes)` of every `rectify_groups` call made inside the block, so an engine
+    can log what the stage did to each group (the rollout record) without the stage's API carrying it."""
+    sink: list = []
+    token = _RECORDER.set(sink)
+    try:
+        yield sink
+    finally:
+        _RECORDER.reset(token)
 
 
 def stage_metrics(outcomes: Sequence[GroupOutcome] | None, n_groups: int) -> dict:
@@ -161,12 +190,16 @@ def stage_metrics(outcomes: Sequence[GroupOutcome] | None, n_groups: int) -> dic
         "groups_gated": sum(r.status != "not_gated" for r in records),
         "groups_rectified": sum(r.status == "rectified" for r in records),
         "groups_skipped": sum(r.status == "skipped" for r in records),
-        "refiner_failures": sum(n for reason, n in reasons.items() if reason in REFINER_FAILURES
-                                or str(reason).startswith("refiner_error")),
+        "refiner_failures": sum(n for reason, n in reasons.items() if is_refiner_failure(reason)),
         "keep_ratio": sum(keep) / len(keep) if keep else None,
         **{f"skip/{reason}": n for reason, n in sorted(reasons.items(), key=lambda kv: str(kv[0]))},
     })
     return out
+
+
+def is_refiner_failure(reason: str | None) -> bool:
+    """A skip that is the refiner's fault: a failed call, a wrong suffix or a rewritten prefix."""
+    return reason in REFINER_FAILURES or str(reason).startswith("refiner_error")
 
 
 def rectify_group(group: Sequence[Rollout], **kwargs) -> GroupOutcome:
@@ -212,9 +245,9 @@ def _stats(groups, steps, g: int, config: ScopeConfig) -> tuple[Stats, Stats]:
     return population_stats(step_counts), population_stats(token_counts)
 
 
-def _select(group, candidates: list[_Candidate], stats: tuple[Stats, Stats]) -> _Candidate:
-    """Step 5: the failure with the largest selection score S (ties: the first)."""
-    scores = selection_scores(
+def _scores(group, candidates: list[_Candidate], stats: tuple[Stats, Stats]):
+    """Step 5: the selection score S of each failure (eq. 4)."""
+    return selection_scores(
         [c.prefix_steps for c in candidates],
         [len(c.steps) for c in candidates],
         [c.prefix_tokens for c in candidates],
@@ -222,7 +255,6 @@ def _select(group, candidates: list[_Candidate], stats: tuple[Stats, Stats]) -> 
         step_stats=stats[0],
         token_stats=stats[1],
     )
-    return candidates[int(np.argmax(scores))]
 
 
 def _prefix_text(rollout: Rollout, prefix_tokens: int) -> str:

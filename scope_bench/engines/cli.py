@@ -39,7 +39,7 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help="seed")
     p.add_argument("--device", help="auto | cpu | cuda | cuda:N; with --backend verl, cpu dry-runs the recipe "
                                     "on CPU (verl's own fit, HF rollout, the embedded default)")
-    p.add_argument("--run-dir", help="output folder (default runs/train/<method>-seed<seed>)")
+    p.add_argument("--run-dir", help="output folder (default runs/train/<method>-seed<seed> in the project)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in the run dir")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     p.add_argument("--debug", action="store_true", help="show tracebacks")

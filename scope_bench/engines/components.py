@@ -19,7 +19,8 @@ def build_prm(prm, *, device: str = "cuda", seed: int = 0):
         from scope_bench.engines.prm import VLLMPoolingPRM
 
         return VLLMPoolingPRM(prm.url, prm.path or "Qwen/Qwen2.5-Math-PRM-7B", concurrency=prm.concurrency,
-                              timeout_s=prm.timeout_s, max_tokens=prm.max_tokens)
+                              timeout_s=prm.timeout_s, max_tokens=prm.max_tokens,
+                              retry_s=prm.retry_s)
     if prm.kind == "qwen":
         from scope_bench.engines.prm import QwenMathPRM
 

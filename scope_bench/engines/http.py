@@ -110,13 +110,16 @@ class JSONEndpoint:
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def post_all(self, bodies: Sequence[dict], parse: Callable[[int, Any], Any], counts: Counter,
-                 deadline_s: float | None = None) -> list:
+                 deadline_s: float | None = None, latencies: list | None = None) -> list:
         """Per body, in order: `parse(i, reply)`, or the `CallError` it ended with. `counts` gets
         `calls` and `retries`. Calls still open (or waiting to retry) `deadline_s` after the start are
-        cancelled and end as `CallError("deadline")`: one stalled call cannot hold the batch longer."""
-        return run_coroutine(self._post_all(list(bodies), parse, counts, deadline_s)) if bodies else []
+        cancelled and end as `CallError("deadline")`: one stalled call cannot hold the batch longer.
+        `latencies` (a list as long as `bodies`) gets, per body that was answered, the seconds from
+        sending its last attempt to the reply (queueing and backoff excluded)."""
+        return run_coroutine(self._post_all(list(bodies), parse, counts, deadline_s, latencies)) if bodies else []
 
-    async def _post_all(self, bodies: list[dict], parse, counts: Counter, deadline_s: float | None = None) -> list:
+    async def _post_all(self, bodies: list[dict], parse, counts: Counter, deadline_s: float | None = None,
+                        latencies: list | None = None) -> list:
         import httpx
 
         headers = self.headers()
@@ -127,7 +130,11 @@ class JSONEndpoint:
             async def call():
                 async with gate:  # the semaphore bounds open calls; backoff sleeps do not hold a slot
                     counts["calls"] += 1
-                    return await post_json(client, self.url, body, headers)
+                    sent = loop.time()
+                    reply = await post_json(client, self.url, body, headers)
+                    if latencies is not None:
+                        latencies[i] = loop.time() - sent
+                    return reply
 
             try:
                 reply = await asyncio.wait_for(

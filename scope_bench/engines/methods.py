@@ -9,7 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from scope_bench.paths import TRAINERS_DIR
+from scope_bench.paths import PROJECT_ROOT, TRAINERS_DIR
 
 
 def available_methods(trainers_dir: str | Path = TRAINERS_DIR) -> list[str]:
@@ -33,6 +33,12 @@ def method_path(method: str, trainers_dir: str | Path = TRAINERS_DIR) -> Path:
 def method_name(method: str) -> str:
     """The name of `--method` (a path's file stem), for default run folders."""
     return Path(method).stem if method.endswith((".yaml", ".yml")) else method
+
+
+def default_run_dir(method: str, seed: int) -> Path:
+    """Where a run writes when no run dir is given, for both engines: runs/train/<method>-seed<seed>
+    under the project root (as the demo's runs/demo), wherever the command is started from."""
+    return PROJECT_ROOT / "runs" / "train" / f"{method_name(method)}-seed{seed}"
 
 
 def method_files(method: str, trainers_dir: str | Path = TRAINERS_DIR) -> tuple[DictConfig, DictConfig]:
@@ -67,6 +73,29 @@ def needs_refiner(cfg) -> bool:
 
     sft = cfg.get("train", {}).get("sft_steps", 0) if isinstance(cfg, DictConfig) else 0
     return stage_of(cfg).needs_refiner(cfg) or bool(sft)
+
+
+def need(cfg, cond, key: str, msg: str) -> None:
+    """Refuse a config value, naming its key and what it holds."""
+    if not cond:
+        raise ValueError(f"{key} {msg}, got {OmegaConf.select(cfg, key)!r}")
+
+
+def check_services(cfg) -> None:
+    """The PRM, refiner and LUFFY blocks, one set of rules for both engines: each kind and the
+    fields it needs (a served PRM its URL, an in-process one its path, an OpenAI refiner URL and
+    model), retry and error ranges."""
+    need(cfg, cfg.prm.kind in ("rule", "qwen", "vllm"), "prm.kind", "must be rule, qwen or vllm")
+    need(cfg, cfg.prm.kind != "vllm" or cfg.prm.url, "prm.url", "is required with prm.kind=vllm")
+    need(cfg, cfg.prm.kind != "qwen" or cfg.prm.path, "prm.path", "is required with prm.kind=qwen")
+    need(cfg, cfg.prm.retry_s >= 0, "prm.retry_s", "must be >= 0")
+    need(cfg, 0 <= cfg.prm.fp_rate <= 1 and 0 <= cfg.prm.fn_rate <= 1, "prm.fp_rate",
+         "and prm.fn_rate must lie in [0, 1]")
+    need(cfg, cfg.refiner.kind in ("programmatic", "openai"), "refiner.kind", "must be programmatic or openai")
+    need(cfg, cfg.refiner.kind != "openai" or (cfg.refiner.url and cfg.refiner.model), "refiner.url",
+         "and refiner.model are required with refiner.kind=openai")
+    need(cfg, 0 <= cfg.refiner.error_rate <= 1, "refiner.error_rate", "must lie in [0, 1]")
+    need(cfg, cfg.luffy.source in ("refiner", "data"), "luffy.source", "must be refiner or data")
 
 
 def check_method_blocks(cfg) -> None:

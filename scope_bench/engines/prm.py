@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from scope_bench.engines.http import CallError, JSONEndpoint
+from scope_bench.engines.http import RETRYABLE, CallError, JSONEndpoint
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class QwenMathPRM:
         self.batch_size = batch_size
         self.max_length = max_length
         self.truncated_steps = 0
+        self.last_prompt_tokens: list[int | None] = []  # per solution of the last `score` call (the bill)
 
     def score(self, questions: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         if len(questions) != len(steps):
@@ -81,15 +83,18 @@ class QwenMathPRM:
         ]
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths share a batch
         scores: list[list[float]] = [[] for _ in texts]
+        self.last_prompt_tokens = [None] * len(texts)
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            for i, probs in zip(chunk, self._step_probabilities([texts[i] for i in chunk])):
+            for i, (probs, n_tokens) in zip(chunk, self._step_probabilities([texts[i] for i in chunk])):
+                self.last_prompt_tokens[i] = n_tokens
                 missing = len(steps[i]) - len(probs)
                 self.truncated_steps += missing
                 scores[i] = probs + [0.0] * missing
         return scores
 
-    def _step_probabilities(self, texts: list[str]) -> list[list[float]]:
+    def _step_probabilities(self, texts: list[str]) -> list[tuple[list[float], int]]:
+        """Per text: the step probabilities and the tokens the model read."""
         import torch
 
         self.tokenizer.padding_side = "right"
@@ -99,7 +104,8 @@ class QwenMathPRM:
             hidden = self.model(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]).last_hidden_state
             probs = torch.softmax(self.score_head(hidden).float(), dim=-1)[..., 1]
         is_tag = (enc["input_ids"] == self.step_tag_id) & enc["attention_mask"].bool()
-        return [probs[row][is_tag[row]].tolist() for row in range(len(texts))]
+        lengths = enc["attention_mask"].sum(dim=-1).tolist()
+        return [(probs[row][is_tag[row]].tolist(), int(lengths[row])) for row in range(len(texts))]
 
 
 def _local_checkpoint(name_or_path: str) -> Path:
@@ -145,6 +151,13 @@ class VLLMPoolingPRM:
     positive one is taken. A call that still fails after `retries` raises: scoring with a broken PRM
     would silently change the method.
 
+    A server that cannot be reached (refused, timed out, 429/5xx after `retries`) is waited for: the
+    failed calls are sent again every `RETRY_PAUSE_S` until `retry_s` seconds have passed since they
+    failed, with a warning "PRM server URL unreachable ..., retrying for up to N s". This covers
+    a PRM server restarted mid-run (vLLM needs ~1-3 min to load a 7B PRM). When the window is spent,
+    `score` raises `PRMUnreachable`: the run stops at that step, its last checkpoint is kept, and it
+    resumes (`--resume`) once the server is back. Other failures (4xx, a malformed reply) raise at once.
+
     Over-long chats are handled as `QwenMathPRM` handles them: each request asks vLLM to keep the
     first `max_tokens` tokens (`truncate_prompt_tokens`, `truncation_side: "right"`, both accepted by
     vLLM 0.24; -1 = the server's `max_model_len`), so the system prompt, the question and the first
@@ -157,18 +170,26 @@ class VLLMPoolingPRM:
 
     def __init__(self, base_url: str, model: str, *, concurrency: int = 64, timeout_s: float = 300.0,
                  retries: int = 3, backoff_s: float = 1.0, api_key_env: str = "SCOPE_PRM_API_KEY",
-                 max_tokens: int | None = 4096, extra_body: dict | None = None):
+                 max_tokens: int | None = 4096, extra_body: dict | None = None, retry_s: float = 600.0):
+        if retry_s < 0:
+            raise ValueError(f"PRM retry_s must be >= 0, got {retry_s}")
         if max_tokens is not None and (max_tokens == 0 or max_tokens < -1):
             raise ValueError(f"PRM max_tokens must be positive, -1 (the server's max_model_len) or None, got {max_tokens}")
         root = base_url.rstrip("/")
         self.endpoint = JSONEndpoint(root.removesuffix("/v1") + "/pooling", api_key_env=api_key_env,
                                      concurrency=concurrency, timeout_s=timeout_s, retries=retries, backoff_s=backoff_s)
+        # while the server is unreachable: one attempt per round, a round every RETRY_PAUSE_S
+        self._waiting = JSONEndpoint(self.endpoint.url, api_key_env=api_key_env, concurrency=concurrency,
+                                     timeout_s=timeout_s, retries=0)
         self.url = self.endpoint.url
         self.model = model
         self.max_tokens = max_tokens
         self.extra_body = dict(extra_body or {})
+        self.retry_s = retry_s
         self.stats: Counter = Counter()
         self.truncated_steps = 0
+        self.last_prompt_tokens: list[int | None] = []  # per solution of the last `score` call: the
+        # server's `usage.prompt_tokens` (None: not sent, or no usage in the reply)
 
     def score(self, questions: Sequence[str], steps: Sequence[Sequence[str]]) -> list[list[float]]:
         if len(questions) != len(steps):
@@ -179,8 +200,13 @@ class VLLMPoolingPRM:
                       if self.max_tokens is not None else {})
         bodies = [{"model": self.model, "messages": prm_messages(questions[i], steps[i]), **truncation,
                    **self.extra_body} for i in todo]
-        got = self.endpoint.post_all(bodies, lambda k, reply: parse_pooling_reply(
-            reply, len(steps[todo[k]]), truncated=self.max_tokens is not None), self.stats)
+        self.last_prompt_tokens = [None] * len(steps)
+
+        def parse(k, reply):
+            self.last_prompt_tokens[todo[k]] = _prompt_tokens(reply)
+            return parse_pooling_reply(reply, len(steps[todo[k]]), truncated=self.max_tokens is not None)
+
+        got = self._post_within_window(bodies, parse)
         scores: list[list[float]] = [[] for _ in steps]
         for i, result in zip(todo, got):
             if isinstance(result, CallError):
@@ -190,6 +216,50 @@ class VLLMPoolingPRM:
             self.truncated_steps += missing
             scores[i] = result + [0.0] * missing
         return scores
+
+
+    def _post_within_window(self, bodies: list[dict], parse) -> list:
+        """`post_all`, with the calls that found the server unreachable sent again until `retry_s`
+        has passed since the first such failure; raises `PRMUnreachable` when it has."""
+        results = self.endpoint.post_all(bodies, parse, self.stats)
+        start = None
+        while True:
+            down = [k for k, r in enumerate(results) if isinstance(r, CallError) and r.kind in RETRYABLE]
+            if not down:
+                if start is not None:
+                    logger.warning("PRM server %s is back after %.0f s", self.url, time.monotonic() - start)
+                return results
+            if start is None:
+                start = time.monotonic()
+                logger.warning("PRM server %s unreachable (%s), retrying for up to %g s (prm.retry_s)",
+                               self.url, results[down[0]], self.retry_s)
+            waited = time.monotonic() - start
+            if waited >= self.retry_s:
+                raise PRMUnreachable(
+                    f"PRM server {self.url} unreachable for {waited:.0f} s (prm.retry_s={self.retry_s:g}): "
+                    f"{results[down[0]]}. The run stops at this step; its last checkpoint is kept: start the "
+                    "server again and resume the run (--resume), or raise prm.retry_s")
+            time.sleep(min(RETRY_PAUSE_S, self.retry_s - waited))
+            self.stats["window_retries"] += 1
+            again = self._waiting.post_all([bodies[k] for k in down], lambda j, reply, ks=down: parse(ks[j], reply),
+                                           self.stats)
+            for k, r in zip(down, again):
+                results[k] = r
+
+
+class PRMUnreachable(RuntimeError):
+    """The PRM server stayed unreachable for the whole retry window (`VLLMPoolingPRM.retry_s`)."""
+
+
+RETRY_PAUSE_S = 5.0  # between rounds of calls to an unreachable PRM server (one attempt per call a round)
+
+
+def _prompt_tokens(reply) -> int | None:
+    """`usage.prompt_tokens` of a pooling reply (vLLM sends it), or None."""
+    try:
+        return int(reply["usage"]["prompt_tokens"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def parse_pooling_reply(reply, n_steps: int, truncated: bool = False) -> list[float]:

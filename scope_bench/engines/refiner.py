@@ -133,15 +133,21 @@ class OpenAIRefiner:
         bodies = [{"model": self.model, "messages": refine_messages(r), "temperature": self.temperature,
                    "max_tokens": self.max_tokens, **self.extra_body} for r in requests]
         results = []
-        replies = self.endpoint.post_all(bodies, lambda i, reply: parse_chat_reply(reply), counts,
-                                         deadline_s=self.step_deadline_s)
-        for got in replies:
+        usage: list = [None] * len(bodies)
+        latencies: list = [None] * len(bodies)
+
+        def parse(i, reply):
+            usage[i] = reply_usage(reply)  # billed even when the reply is unusable (cut at max_tokens)
+            return parse_chat_reply(reply)
+
+        replies = self.endpoint.post_all(bodies, parse, counts, deadline_s=self.step_deadline_s, latencies=latencies)
+        for got, billed, seconds in zip(replies, usage, latencies):
             if isinstance(got, CallError):
                 counts[f"error/{got.kind}"] += 1
-                results.append(RefineResult(None, error=got.kind))
+                results.append(RefineResult(None, error=got.kind, usage=billed, latency_s=seconds))
             else:
                 counts["ok"] += 1
-                results.append(RefineResult(got))
+                results.append(RefineResult(got, usage=billed, latency_s=seconds))
         self.last_stats = counts
         self.stats.update(counts)
         return results
@@ -158,6 +164,16 @@ class OpenAIRefiner:
             raise ValueError(f"refiner {self.url} (model {self.model}) answered a first call with {got.status}: "
                                f"{hint[got.status]}. Without a refiner SCOPE trains as GRPO; fix it before training "
                                f"({str(got)[:200]})")
+
+
+def reply_usage(reply: Any) -> tuple[int, int] | None:
+    """`(prompt_tokens, completion_tokens)` of a chat reply's `usage` (reasoning included, as
+    OpenAI-compatible servers bill it), or None when the server sent none."""
+    try:
+        usage = reply["usage"]
+        return int(usage["prompt_tokens"]), int(usage.get("completion_tokens") or 0)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def parse_chat_reply(reply: Any) -> str:

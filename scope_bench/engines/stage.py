@@ -37,7 +37,6 @@ from scope_bench.core.rectify import Rectification, Rollout, rectify_groups, sta
 from scope_bench.core.steps import split_steps, step_token_spans
 
 NEAR_MISS_K = (1, 2, 3)
-ENGINES = ("local", "verl")
 
 
 class Timer(dict):
@@ -174,9 +173,12 @@ def apply_stage(
     timer: Timer | None = None,
     traces: Sequence[str | None] | None = None,
     stage_module: str | None = None,
+    refiner_spent: bool = False,
 ) -> StageResult:
     """Run the method's stage on a batch of groups. `near_miss` adds near-miss@k of the sampled
-    failures (PRM-scored for every method, so methods compare), in the stage's own PRM call."""
+    failures (PRM-scored for every method, so methods compare), in the stage's own PRM call.
+    `refiner_spent` (the run's refiner budget is spent, engines/bill.py): a stage given a refiner
+    does not run, the groups train as sampled, and `budget/skipped_groups` counts them."""
     spec = get_stage(stage, stage_module)
     timer = Timer() if timer is None else timer
     scope = scope_config or ScopeConfig()
@@ -191,11 +193,13 @@ def apply_stage(
                        verify=timer.wrap("stage/verify", verify) if verify else None, timer=timer, traces=traces)
     flat = [r for group in groups for r in group]
     result = StageResult(rewards=[r.reward for r in flat], metrics=stage_metrics(None, len(groups)))
-    if spec.run is not None:
+    skipped = refiner_spent and refiner is not None and spec.run is not None
+    if spec.run is not None and not skipped:
         with timer("stage"):
             spec.run(groups, ctx, result)
         timer["stage/selection"] = max(0.0, timer["stage"] - sum(
             timer.get(f"stage/{k}", 0.0) for k in ("prm", "refiner", "tokenize", "verify")))
+    result.metrics["budget/skipped_groups"] = len(groups) if skipped else 0
     result.metrics["all_fail_groups"] = sum(all(r.failed for r in g) for g in groups) / max(len(groups), 1)
     result.metrics.update({f"near_miss@{k}": None for k in NEAR_MISS_K})
     if near_miss:
@@ -210,7 +214,7 @@ def apply_stage(
 def blank_metrics(n_groups: int) -> dict:
     """The stage metrics of a step that ran no stage (SFT steps): the same keys, nothing measured."""
     return {"reward_mean": None, "accuracy": None, "response_length": None, **stage_metrics(None, n_groups),
-            **{f"near_miss@{k}": None for k in NEAR_MISS_K}}
+            "budget/skipped_groups": 0, **{f"near_miss@{k}": None for k in NEAR_MISS_K}}
 
 
 def group_starts(groups: Sequence[Sequence]) -> list[int]:

@@ -363,10 +363,43 @@ def make_backend(kind: str, ckpt: str, **kwargs: Any) -> Backend:
             ckpt, gguf = str(path.parent), path.name
         return HFBackend(ckpt, gguf_file=gguf, **kwargs)
     if kind == "vllm":
+        gguf = kwargs.pop("gguf_file", None)
+        path = Path(ckpt) / gguf if gguf else Path(ckpt)
+        if path.suffix == ".gguf" and path.is_file():
+            ckpt = str(gguf_model_folder(path))
         return VLLMBackend(ckpt, **kwargs)
     if kind == "openai":
         return OpenAIBackend(ckpt, **kwargs)
     raise ValueError(f"unknown backend {kind!r}: use hf, vllm or openai")
+
+
+def gguf_model_folder(path: Path) -> Path:
+    """A .gguf file as a Hugging Face model folder, for vLLM: de-quantized by transformers (the same
+    weights the hf backend evaluates) into the cache, once per file content. Why: vLLM 0.27 (the CPU
+    build the tests run) has no GGUF loader, and 0.24's runs GGUF's quantized kernels, which would not
+    score the weights the hf backend scores."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from scope_bench.paths import CACHE_DIR
+    from scope_bench.synthetic.model import _cached  # built in a temporary folder, then renamed
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            digest.update(block)
+    target = CACHE_DIR / "gguf" / f"{path.stem}-{digest.hexdigest()[:10]}"
+    done = (target / "config.json").is_file()
+    print(f"{path}: vLLM has no GGUF loader; loading the de-quantized copy {target}"
+          f"{'' if done else ' (converting it now, once)'}", file=sys.stderr, flush=True)
+
+    def convert(out: Path) -> None:
+        kwargs = {"gguf_file": path.name}
+        AutoTokenizer.from_pretrained(str(path.parent), **kwargs).save_pretrained(out)
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), dtype=torch.float32, **kwargs)
+        model.save_pretrained(out)
+
+    return _cached(target, convert)
 
 
 def budget_warning(max_tokens: int, context: int | None, prompt_tokens: int = 1) -> tuple[int, str | None]:

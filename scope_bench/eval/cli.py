@@ -33,7 +33,12 @@ def register(subparsers) -> None:
     p.add_argument("--tasks", default="all", help="comma-separated tasks and groups (math-id, ood, all)")
     p.add_argument("--backend", default="hf", choices=["hf", "vllm", "openai"])
     p.add_argument("--out", help="run folder (default runs/eval/<label>)")
-    p.add_argument("--label", help="name of the model in reports (default: the checkpoint folder name)")
+    p.add_argument("--label", help="name of the model in reports (default: its training run's folder name, "
+                   "else the checkpoint folder name)")
+    p.add_argument("--method", help="the method that trained it, a trainers/*.yaml name, recorded for reports "
+                   "(default: read from the checkpoint's training run)")
+    p.add_argument("--backbone", help="the model it was trained from, recorded for reports (default: read from "
+                   "the checkpoint's training run)")
     p.add_argument("--data-dir", help="read benchmarks from local files under this folder (tasks' `local:`; "
                                       "default: $SCOPE_BENCH_DATA_DIR)")
     p.add_argument("--data", action="append", type=_data_override, default=[], metavar="TASK=PATH",
@@ -144,7 +149,8 @@ def run(args) -> int:
         max_tokens=args.max_tokens, temperature=args.temperature, top_p=args.top_p, seed=args.seed,
         prompt_format=args.prompt_format, force=args.force, chunk_size=chunk,
         grading_workers=args.grading_workers, backend_kwargs=_backend_kwargs(args), tasks_dir=args.tasks_dir,
-        protocol=args.protocol, dp=args.dp, ray_address=args.ray_address)
+        protocol=args.protocol, dp=args.dp, ray_address=args.ray_address, method=args.method,
+        backbone=args.backbone)
     out = args.out or f"runs/eval/{summary['label']}"
     if budget:  # what the context allowed next to what was asked (the tasks' own budgets are in `sampling`)
         summary["budget"] = budget

@@ -33,6 +33,7 @@ from collections.abc import Callable
 from typing import Any
 
 from scope_bench.eval.backends import GenerationRequest, make_backend
+from scope_bench.eval.chunk import requests_for, store_chunk
 from scope_bench.eval.data import Problem
 from scope_bench.eval.store import ResultStore
 from scope_bench.eval.tasks import Task
@@ -206,8 +207,6 @@ def run_replicas(spec: ReplicaSpec, work: Work, store: ResultStore, *, ckpt: str
     """Generate `work` (task, unfinished problems) on `spec.dp` replicas and store every graded chunk
     as it arrives. Returns the prompt format used and the wall seconds spent generating."""
     from tqdm.auto import tqdm
-
-    from scope_bench.eval.runner import requests_for, store_chunk
 
     started = _start_ray(spec)  # first: it names the package if Ray is missing
     import ray

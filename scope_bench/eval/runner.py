@@ -18,13 +18,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from scope_bench.eval.backends import UNFINISHED, Backend, GenerationRequest, derive_seed, make_backend
+from scope_bench.eval.backends import UNFINISHED, Backend, make_backend
 from scope_bench.eval.checks import check_checkpoint
-from scope_bench.eval.data import NoLocalCopy, Problem, fingerprint, load_problems, render_prompt
+from scope_bench.eval.chunk import requests_for, store_chunk
+from scope_bench.eval.data import NoLocalCopy, Problem, fingerprint, load_problems
 from scope_bench.eval.metrics import group_scores, task_metrics
 from scope_bench.eval.protocol import DEFAULT_PROTOCOL, apply_protocol, protocol_record
 from scope_bench.eval.store import ResultStore
 from scope_bench.eval.tasks import Task, load_groups, load_task, resolve_task_names
+from scope_bench.identity import checkpoint_label, checkpoint_run, run_identity
 
 RESULTS_FILE = "results.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -32,6 +34,11 @@ SETTINGS_FILE = "settings.json"
 
 
 def default_label(ckpt: str) -> str:
+    """The checkpoint's name: from its training run ("scope-seed0", "scope-seed0-step_20") when it lies
+    in one, so two runs' final/ folders never share a label, else its folder (or .gguf file) name."""
+    run = checkpoint_run(ckpt)
+    if run is not None:
+        return checkpoint_label(ckpt, run)
     path = Path(ckpt)
     name = path.stem if path.suffix == ".gguf" else path.name
     return name or str(ckpt).strip("/").replace("/", "_")
@@ -54,19 +61,6 @@ def versions() -> dict[str, str]:
     return out
 
 
-def grade(task: Task, responses: list[str], answers: list[str], *, timeout_s: float = 5.0,
-          workers: int | None = None) -> tuple[list[int], list[str | None]]:
-    """0/1 grades and extracted predictions, with the project's grader."""
-    from scope_bench.grading import choice_reward, extract_answer, extract_choice, math_rewards
-
-    if task.answer_kind == "math":
-        rewards = math_rewards(responses, answers, timeout_s=timeout_s, workers=workers)
-        return [int(r > 0) for r in rewards], [extract_answer(r) for r in responses]
-    n = len(task.letters)
-    rewards = [choice_reward(r, a, n_options=n) for r, a in zip(responses, answers)]
-    return [int(r > 0) for r in rewards], [extract_choice(r, n_options=n) for r in responses]
-
-
 def _check_settings(out_dir: Path, settings: dict[str, Any], store: ResultStore, ckpt: str) -> None:
     """Refuse to mix samples drawn under different settings in one results file."""
     path = out_dir / SETTINGS_FILE
@@ -87,48 +81,6 @@ def _write_json(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(data, indent=2, ensure_ascii=False))
     os.replace(tmp, path)
-
-
-def _records(ckpt: str, task: Task, problem: Problem, gens: list, grades: list[int],
-             preds: list[str | None]) -> list[dict]:
-    return [{"checkpoint": ckpt, "task": task.name, "problem_id": problem.id, "sample": j,
-             "response": g.text, "prediction": p, "ground_truth": problem.answer, "correct": c,
-             "n_tokens": g.n_tokens, "finish_reason": g.finish_reason}
-            for j, (g, c, p) in enumerate(zip(gens, grades, preds))]
-
-
-def requests_for(task: Task, chunk: list[Problem], fmt: str, seed: int) -> list[GenerationRequest]:
-    return [GenerationRequest(render_prompt(task, p, fmt), task.sampling, derive_seed(seed, task.name, p.id))
-            for p in chunk]
-
-
-def _grade_finished(task: Task, gens: list, answers: list[str],
-                    grading: dict[str, Any]) -> tuple[list[int], list[str | None]]:
-    """Grades of the samples the engine finished; one it gave up on (abort, error) is never graded as
-    an answer: it scores 0 with no prediction, and the store counts its problem as not done."""
-    finished = [k for k, g in enumerate(gens) if g.finish_reason not in UNFINISHED]
-    grades, preds = [0] * len(gens), [None] * len(gens)
-    if finished:
-        got, extracted = grade(task, [gens[k].text for k in finished], [answers[k] for k in finished], **grading)
-        for k, c, p in zip(finished, got, extracted):
-            grades[k], preds[k] = c, p
-    return grades, preds
-
-
-def store_chunk(ckpt: str, task: Task, chunk: list[Problem], generations: list[list], store: ResultStore,
-                grading: dict[str, Any]) -> None:
-    """Grade one chunk's generations and append them to the store (the only place anything is written)."""
-    n = task.sampling.n
-    if [len(g) for g in generations] != [n] * len(chunk):
-        raise RuntimeError(f"backend returned {[len(g) for g in generations]} samples for "
-                           f"{len(chunk)} problems of {task.name}, expected {n} each")
-    flat = [g for gens in generations for g in gens]
-    grades, preds = _grade_finished(task, flat, [p.answer for p in chunk for _ in range(n)], grading)
-    records = []
-    for k, (p, gens) in enumerate(zip(chunk, generations)):
-        part = slice(k * n, (k + 1) * n)
-        records += _records(ckpt, task, p, gens, grades[part], preds[part])
-    store.append(records)
 
 
 def _run_task(engine: Backend, ckpt: str, task: Task, todo: list[Problem], total: int, store: ResultStore, *,
@@ -184,7 +136,8 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
              grading_timeout_s: float = 5.0, grading_workers: int | None = None,
              backend_kwargs: dict[str, Any] | None = None, tasks_dir: str | Path | None = None,
              progress: bool = True, timings: dict[str, float] | None = None, protocol: str = DEFAULT_PROTOCOL,
-             dp: int = 1, ray_address: str | None = None, replica_restarts: int = 3) -> dict:
+             dp: int = 1, ray_address: str | None = None, replica_restarts: int = 3,
+             method: str | None = None, backbone: str | None = None) -> dict:
     """Evaluate `ckpt` on `tasks` (names or groups, comma-separated) and return the summary dict.
 
     Results go to `out_dir` (default runs/eval/<label>/) as results.jsonl and summary.json; a rerun
@@ -194,11 +147,13 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
     of each task. `backend` is "hf", "vllm", "openai" or a ready object with
     `generate`/`has_chat_template`. `dp` > 1 or a `ray_address` runs that many replicas of the named
     backend as Ray actors (parallel.py), restarting a dead one up to `replica_restarts` times.
+    `method` and `backbone` (default: those of the checkpoint's training run) go into the summary.
     `timings`, if given, receives seconds spent in generation and in total."""
     if prompt_format not in ("auto", "chat", "raw"):
         raise ValueError(f"prompt format must be auto, chat or raw, got {prompt_format!r}")
     t_start = time.perf_counter()
     label = label or default_label(ckpt)
+    identity = checkpoint_identity(ckpt, method, backbone)
     out = Path(out_dir) if out_dir is not None else Path("runs") / "eval" / label
     data_paths = dict(data_paths or {})
     names = resolve_task_names(tasks, tasks_dir)
@@ -256,17 +211,26 @@ def evaluate(ckpt: str, tasks: str | list[str] = "all", *, backend: str | Backen
 
     summary = summarize(ckpt, label, runnable, problems, origins, store, seed=seed, prompt_format=fmt,
                         skipped=skipped, groups=load_groups(tasks_dir), protocols=protocols,
-                        protocol=protocol_record(protocol, overrides))
+                        protocol=protocol_record(protocol, overrides), identity=identity)
     _write_json(out / SUMMARY_FILE, summary)
     if timings is not None:
         timings.update(generation_s=gen_seconds, total_s=time.perf_counter() - t_start)
     return summary
 
 
+def checkpoint_identity(ckpt: str, method: str | None = None, backbone: str | None = None) -> dict:
+    """`method` and `backbone` for summary.json: as given, else from the checkpoint's training run
+    (its config.yaml), else null (reports then guess the method from the label, and say so)."""
+    run = checkpoint_run(ckpt)
+    known = (run_identity(run) if run is not None else None) or {}
+    return {"method": method or known.get("method"), "backbone": backbone or known.get("backbone"),
+            "training_run": str(run) if run is not None else None}
+
+
 def summarize(ckpt: str, label: str, tasks: list[Task], problems: dict[str, list[Problem]],
               origins: dict[str, str], store: ResultStore, *, seed: int, prompt_format: str,
               skipped: dict[str, str], groups: dict[str, list[str]], protocols: dict[str, str] | None = None,
-              protocol: dict | None = None) -> dict:
+              protocol: dict | None = None, identity: dict | None = None) -> dict:
     """The summary.json of the contract, scored from the stored results. Each task's sampling names
     its protocol (`protocols`, labels from protocol.py) and `finish_reasons` counts its samples by how
     they ended: "abort"/"error" samples are scored 0, never graded."""
@@ -282,13 +246,15 @@ def summarize(ckpt: str, label: str, tasks: list[Task], problems: dict[str, list
         entry["sampling"] = {**task.sampling.to_dict(), "seed": seed, "prompt_format": prompt_format,
                              "protocol": (protocols or {}).get(task.name, "unrecorded")}
         entry["finish_reasons"] = dict(sorted(reasons.items()))
+        entry["task_version"] = task.version  # reports flag a score made under another definition
         entry["data_fingerprint"] = fingerprint(problems[task.name])
         entry["data_source"] = origins[task.name]
         if task.answer_kind == "choice" and task.shuffle_seed is not None:
             entry["options_shuffle_seed"] = task.shuffle_seed
         per_task[task.name] = entry
     return {
-        "label": label, "checkpoint": ckpt, "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "label": label, "checkpoint": ckpt, **(identity or {}),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "versions": versions(), "seed": seed, "protocol": protocol or {},
         "grading": _grading_record(),  # the grader's version and policy (docs/grading.md)
         "tasks": per_task,

@@ -6,7 +6,9 @@ name it (`title`, its column header). Adding a benchmark is adding a YAML; nothi
 reports) names a benchmark.
 
 `metric` is `avg` (mean accuracy over the `sampling.n` samples of a problem, reported as Avg@n) or
-`pass@K`. The older spelling `avg@K` is accepted when K equals `sampling.n` (K is never used: the
+`pass@K`. `version` (default 1) is bumped whenever a change alters what a score means (rows, fields,
+prompt, grading, sampling); evaluation records it and reports flag numbers made under another.
+The older spelling `avg@K` is accepted when K equals `sampling.n` (K is never used: the
 samples drawn decide it), so a YAML cannot say one number and sample another.
 
 Groups (`_groups.yaml`) are lists of task names, or mappings `{tasks: [...], title: ..., short: ...}`
@@ -23,9 +25,9 @@ from typing import Any
 import yaml
 
 from scope_bench.paths import TASKS_DIR
+from scope_bench.prompts import PROMPTS_FILE, load_prompts
 
 GROUPS_FILE = "_groups.yaml"
-PROMPTS_FILE = "_prompts.yaml"
 METRICS = ("avg", "pass")
 
 
@@ -63,6 +65,7 @@ class Task:
     shuffle_seed: int | None = None
     source_file: str = ""
     title: str = ""  # short column header in reports (default: the name)
+    version: int = 1  # the definition's version (as lm-eval's metadata.version), recorded in summaries
 
     @property
     def header(self) -> str:
@@ -135,11 +138,6 @@ def load_groups(tasks_dir: str | Path | None = None) -> dict[str, list[str]]:
     return {name: list(g.tasks) for name, g in load_group_specs(tasks_dir).items()}
 
 
-def _load_prompts(tasks_dir: Path) -> dict[str, Any]:
-    path = tasks_dir / PROMPTS_FILE
-    return yaml.safe_load(path.read_text()) if path.exists() else {}
-
-
 def _require(raw: dict, key: str, path: Path) -> Any:
     if key not in raw or raw[key] in (None, ""):
         raise ValueError(f"{path}: task is missing required field '{key}'")
@@ -182,7 +180,7 @@ def load_task(name_or_path: str | Path, tasks_dir: str | Path | None = None) -> 
         raise ValueError(f"{path}: answer.kind must be 'math' or 'choice', got {kind!r}")
     prompt = _require(raw, "prompt", path)
     if isinstance(prompt, str):
-        templates = _load_prompts(path.parent)
+        templates = load_prompts(path.parent)
         if prompt not in templates:
             raise ValueError(f"{path}: prompt '{prompt}' is not defined in {path.parent / PROMPTS_FILE}")
         prompt = templates[prompt]
@@ -204,7 +202,14 @@ def load_task(name_or_path: str | Path, tasks_dir: str | Path | None = None) -> 
         shuffle_seed=answer.get("shuffle_seed"),
         source_file=str(path),
         title=str(raw.get("title") or ""),
+        version=_parse_version(raw.get("version", 1), path),
     )
+
+
+def _parse_version(version: Any, path: Path) -> int:
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ValueError(f"{path}: version must be a whole number from 1, got {version!r}")
+    return version
 
 
 def resolve_task_names(spec: str | list[str], tasks_dir: str | Path | None = None) -> list[str]:

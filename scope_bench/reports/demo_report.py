@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from scope_bench.analysis.verdicts import HOLDS, Claim, Comparison, Verdict, judge, seed_mean
-from scope_bench.reports.tables import Block, Row, Spread, Table, to_latex, to_markdown
+from scope_bench.reports.render import to_latex, to_markdown
+from scope_bench.reports.tables import Block, Row, Spread, Table
 
 START = "start"  # the variant key of the starting checkpoint (warm start)
 SPLIT_NAMES = {"id": "ID", "ood": "OOD"}

@@ -19,7 +19,9 @@ from pathlib import Path
 
 from scope_bench.analysis.dynamics import group_by_label
 from scope_bench.reports import tables as T
+from scope_bench.reports.bill import bill_table
 from scope_bench.reports.reference import paper_reference
+from scope_bench.reports.render import latex_escape, to_latex, to_markdown
 from scope_bench.reports.runs import discover
 
 FORMATS = ("md", "latex")
@@ -59,6 +61,8 @@ def build_tables(evals, trains, *, reference: bool = True, diversity_task="aime2
             out.append(T.table4(rows, task, paper))
     if trains:
         out.append(T.training_table(group_by_label(trains)))
+        if bill := bill_table(group_by_label(trains)):  # tokens and cost per method, beside it
+            out.append(bill)
     return out, per_prompt, main
 
 
@@ -97,7 +101,7 @@ def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path, formats: I
     if "md" in formats:
         for t in tables:
             path = out / "tables" / f"{t.key}.md"
-            path.write_text(T.to_markdown(t))
+            path.write_text(to_markdown(t))
             written["md"].append(path)
         path = out / "report.md"
         path.write_text(_markdown(tables, evals, trains, figures, out, reference))
@@ -105,7 +109,7 @@ def write_report(run_dirs: Iterable[str | Path], out_dir: str | Path, formats: I
     if "latex" in formats:
         for t in tables:
             path = out / "tables" / f"{t.key}.tex"
-            path.write_text(T.to_latex(t) + "\n")
+            path.write_text(to_latex(t) + "\n")
             written["latex"].append(path)
         path = out / "report.tex"
         path.write_text(_latex(tables, reference))
@@ -126,7 +130,7 @@ def _markdown(tables, evals, trains, figures, out: Path, reference: bool) -> str
     if reference:
         parts.append("Rows marked (paper) are the paper's published numbers, in their own blocks; they were "
                      "not measured here. Bold: best value of a column within its block.")
-    parts += [T.to_markdown(t) for t in tables]
+    parts += [to_markdown(t) for t in tables]
     pngs = [p for p in figures if p.suffix == ".png"]
     if pngs:
         parts.append("## Figures\n\n" + "\n\n".join(f"![{p.stem}]({p.relative_to(out).as_posix()})" for p in pngs))
@@ -134,8 +138,8 @@ def _markdown(tables, evals, trains, figures, out: Path, reference: bool) -> str
 
 
 def _latex(tables, reference: bool) -> str:
-    body = "\n\n".join(T.to_latex(t) for t in tables)
-    source = T.latex_escape(" ".join(paper_reference()["source"].split())) if reference else ""
+    body = "\n\n".join(to_latex(t) for t in tables)
+    source = latex_escape(" ".join(paper_reference()["source"].split())) if reference else ""
     return "\n".join([
         r"\documentclass{article}", r"\usepackage[utf8]{inputenc}", r"\usepackage{booktabs}",
         r"\usepackage[a4paper,landscape,margin=1.5cm]{geometry}",  # Table 1 and 4 are wide

@@ -5,9 +5,11 @@ An evaluation run dir has ``summary.json`` (and ``results.jsonl``); a training r
 takes everything under it.
 
 Names in reports: a run's row label is ``--label DIR=NAME`` if given, else its summary ``label``.
-Optional summary fields the eval harness may add: ``backbone`` (default: none, all runs share one
-backbone) and ``method`` (default: inferred from the label, e.g. "grpo-seed1" -> grpo, "scope-32b"
--> scope; see `infer_method`). The method decides which runs the ablation table (Table 3) shows.
+``method`` (a `trainers/*.yaml` name) and ``backbone`` come from the summary, where `scope-bench eval`
+writes them from the checkpoint's training run. A summary without a method (a run from elsewhere)
+gets one guessed from its label ("grpo-seed1" -> grpo, "RL w/ PRM reward" -> none; `infer_method`),
+and tables that select by method say which runs were guessed. Without a backbone, all such runs
+share one. The method decides which runs the ablation table (Table 3) shows.
 """
 
 from __future__ import annotations
@@ -18,22 +20,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from scope_bench.analysis.dynamics import TrainingRun, load_training_run
+from scope_bench.engines.methods import available_methods
 from scope_bench.io import iter_jsonl
 
-# label prefix -> canonical method key (first match wins, so longer prefixes come first)
-_METHOD_PREFIXES = (
-    ("prm_reward", "prm_reward"), ("prm", "prm_reward"), ("replace", "replace"), ("luffy", "replace"),
-    ("on_policy", "grpo"), ("grpo", "grpo"), ("scope", "scope"), ("sft_rl", "sft_rl"), ("sft+rl", "sft_rl"),
-    ("sft", "sft"),
-)
+# label prefixes that are not a method's own name (the paper's spellings), after normalising
+_ALIASES = {"on-policy": "grpo", "prm": "prm-reward", "sft-rl": "sft+rl", "replace-entire": "luffy"}
 
 
 def infer_method(label: str) -> str | None:
-    """Canonical method key of a run label (grpo, replace, prm_reward, scope, sft, sft_rl) or None."""
-    norm = re.sub(r"[\s\-]+", "_", label.strip().lower())
-    for prefix, method in _METHOD_PREFIXES:
+    """A fallback for runs from elsewhere: the `trainers/*.yaml` name a run label starts with
+    (longest first, "_" and spaces read as "-"), or an alias of one; None when nothing matches."""
+    norm = re.sub(r"[\s_\-]+", "-", label.strip().lower())
+    known = {m: m for m in available_methods()} | _ALIASES
+    for prefix in sorted(known, key=len, reverse=True):
         if norm.startswith(prefix):
-            return method
+            return known[prefix]
     return None
 
 
@@ -44,6 +45,7 @@ class EvalRun:
     method: str | None
     backbone: str | None
     summary: dict = field(repr=False)
+    method_guessed: bool = False  # True: the summary had no method, `infer_method` read the label
 
     def score(self, task: str) -> float | None:
         entry = self.summary["tasks"].get(task)
@@ -95,7 +97,8 @@ def load_eval_run(run_dir: str | Path, label: str | None = None) -> EvalRun:
             raise ValueError(f"{path}: tasks.{task}.score must be a number (percent)")  # noqa: TRY004
     label = label or summary.get("label") or run_dir.resolve().name
     method = summary.get("method") or infer_method(label)
-    return EvalRun(run_dir, label, method, summary.get("backbone"), summary)
+    return EvalRun(run_dir, label, method, summary.get("backbone"), summary,
+                   method_guessed=not summary.get("method") and method is not None)
 
 
 def discover(paths, labels: dict | None = None) -> tuple[list[EvalRun], list[TrainingRun]]:

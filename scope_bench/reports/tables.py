@@ -16,19 +16,23 @@ a benchmark: adding one to a group in `tasks/` adds its column.
 from __future__ import annotations
 
 import math
-import re
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 from scope_bench.analysis.diversity import diversity_by_prompt, summarize_diversity
+from scope_bench.analysis.dynamics import group_by_label
 from scope_bench.eval.tasks import Group, load_group_specs, load_task
 from scope_bench.reports.reference import REFERENCE_SUFFIX, reference_sections
 from scope_bench.reports.runs import EvalRun
 
 TABLE1_GROUPS = ("math-id", "ood")  # groups of tasks/_groups.yaml: in-distribution, out-of-distribution
 AVERAGE_HEADER = "Avg."
-ABLATION_METHODS = ("grpo", "replace", "prm_reward", "scope")
+# Table 3's methods (trainers/*.yaml names), in the paper's row order. The paper's "Replace Entire
+# Rollout" row is `luffy` (its numbers are LUFFY's Table 1 row); `replace`, the gated whole-solution
+# variant, gets a row of its own (docs/method.md).
+ABLATION_METHODS = ("grpo", "luffy", "replace", "prm-reward", "scope")
 PAPER_DIVERSITY_TASK = "aime24"
 TABLE4_COLUMNS = ("distinct-1", "distinct-4", "1-self-bleu", "1-self-rouge", "div-score", "pass@1", "pass@10")
 TRAINING_COLUMNS = ("reward_mean", "val_accuracy", "entropy", "keep_ratio", "response_length", "near_miss@1")
@@ -153,14 +157,15 @@ class Table:
         """Per column, the best printed value within a block (largest, or smallest if lower is better)."""
         out = {}
         for col in self.bold if self.bold is not None else self.columns:
-            vals = [_key(self.fmt(col, r.cells.get(col))) for _, rows in block.sections for r in rows]
+            vals = [cell_number(self.fmt(col, r.cells.get(col))) for _, rows in block.sections for r in rows]
             vals = [v for v in vals if v is not None]
             if len(vals) > 1:
                 out[col] = min(vals) if col in self.lower_better else max(vals)
         return out
 
 
-def _key(text: str | None) -> float | None:
+def cell_number(text: str | None) -> float | None:
+    """The number a printed cell starts with (what bold compares), None for a missing cell."""
     return None if text is None else float(text.split(" ")[0])
 
 
@@ -178,10 +183,20 @@ def _group_avg(cells: dict, tasks) -> float | None:
 
 
 def _by_label(runs: list[EvalRun]) -> dict[str, list[EvalRun]]:
-    out: dict[str, list[EvalRun]] = {}
-    for run in runs:
-        out.setdefault(run.label, []).append(run)
-    return out
+    """Runs under the name of their row: one row per label and method (runs of two methods never share
+    a row, even under one label), named by the label, with the method added when a label has several."""
+    groups = group_by_label(runs, key=lambda r: (r.label, r.method))
+    methods = Counter(label for label, _ in groups)
+    return {label if methods[label] == 1 else f"{label} ({method or 'method unknown'})": group
+            for (label, method), group in groups.items()}
+
+
+def guessed_note(runs: list[EvalRun]) -> list[str]:
+    """A note naming the runs whose method was guessed from their label (a summary without `method`)."""
+    guessed = list(dict.fromkeys(f"{r.label} -> {r.method}" for r in runs if r.method_guessed))
+    if not guessed:
+        return []
+    return ["Method read from the run label (its summary.json names none): " + ", ".join(guessed) + "."]
 
 
 def score_rows(runs: list[EvalRun], tasks, tasks_dir: str | Path | None = None) -> list[Row]:
@@ -231,6 +246,32 @@ def protocol_note(runs: list[EvalRun], tasks) -> list[str]:
     return [f"Warning: mixed sampling protocols, rows drawn differently are not comparable: {runs_by}."]
 
 
+def version_note(runs: list[EvalRun], tasks, tasks_dir: str | Path | None = None) -> list[str]:
+    """A warning naming the cells whose task definition has changed since they were measured: the
+    `task_version` in summary.json (1 in summaries older than versions, as in a task file without
+    one) against the task file's `version` today, so old numbers never pass under new definitions."""
+    changed = []
+    for task in tasks:
+        now = _task_version(task, None if tasks_dir is None else str(Path(tasks_dir).resolve()))
+        for run in runs:
+            entry = run.summary["tasks"].get(task)
+            if now is not None and entry is not None and entry.get("task_version", 1) != now:
+                changed.append(f"{task} of {run.label} (v{entry.get('task_version', 1)}, tasks/ has v{now})")
+    if not changed:
+        return []
+    return ["Warning: measured under another task definition than the one in tasks/ now, not comparable "
+            "with the other cells: " + "; ".join(changed) + "."]
+
+
+@lru_cache(maxsize=256)
+def _task_version(task: str, tasks_dir: str | None) -> int | None:
+    """The task file's version today; None for a column that is no task (an average) or a task gone."""
+    try:
+        return load_task(task, tasks_dir).version
+    except (ValueError, FileNotFoundError):
+        return None
+
+
 def table1(runs: list[EvalRun], reference: bool = True, backbone: str | None = None, *,
            tasks_dir: str | Path | None = None) -> Table:
     bench = benchmarks(tasks_dir)
@@ -242,7 +283,8 @@ def table1(runs: list[EvalRun], reference: bool = True, backbone: str | None = N
     return Table("table1", "Table 1. In-distribution (math) and out-of-distribution accuracy (%)",
                  columns, blocks, groups=[(g.title or g.name, len(g.tasks) + 1) for g in bench.groups],
                  notes=[f"{bench.metric_note(bench.tasks)} (as each run's summary reports).",
-                        MISSING_NOTE, *protocol_note([r for r in runs if r.backbone == backbone], columns)],
+                        MISSING_NOTE, *protocol_note([r for r in runs if r.backbone == backbone], columns),
+                        *version_note([r for r in runs if r.backbone == backbone], columns, tasks_dir)],
                  headers=dict(bench.headers))
 
 
@@ -258,7 +300,8 @@ def table2(runs: list[EvalRun], reference: bool = True, main: str | None = None,
         blocks += _reference_block("table2")
     return Table("table2", "Table 2. More backbones: in-distribution accuracy (%)", columns, blocks,
                  notes=["Runs whose summary names a backbone other than the main one.", MISSING_NOTE,
-                        *protocol_note([r for r in runs if r.backbone != main], columns)],
+                        *protocol_note([r for r in runs if r.backbone != main], columns),
+                        *version_note([r for r in runs if r.backbone != main], columns, tasks_dir)],
                  headers=dict(bench.headers))
 
 
@@ -271,8 +314,11 @@ def table3(runs: list[EvalRun], reference: bool = True, backbone: str | None = N
     if reference:
         blocks += _reference_block("table3")
     return Table("table3", "Table 3. Ablation on refinement strategies: in-distribution accuracy (%)",
-                 columns, blocks, notes=["Runs of methods " + ", ".join(ABLATION_METHODS) + ".", MISSING_NOTE,
-                                         *protocol_note(chosen, columns)], headers=dict(bench.headers))
+                 columns, blocks, notes=["Runs of methods " + ", ".join(ABLATION_METHODS) + "; the paper's "
+                                         "Replace Entire Rollout row is luffy.", MISSING_NOTE,
+                                         *guessed_note(chosen), *protocol_note(chosen, columns),
+                                         *version_note(chosen, columns, tasks_dir)],
+                 headers=dict(bench.headers))
 
 
 def other_tasks(runs: list[EvalRun], tasks_dir: str | Path | None = None) -> list[str]:
@@ -302,7 +348,8 @@ def other_tasks_table(runs: list[EvalRun], backbone: str | None = None, *,
             rows.append(Row(label if len(group) == 1 else f"{label} (mean of {len(group)} runs)", cells))
     return Table("other", "Other tasks: measured accuracy (%)", [c for c, _, _ in specs],
                  [Block("Measured" + (f" ({backbone})" if backbone else ""), [(None, rows)])],
-                 notes=[OTHER_NOTE, MISSING_NOTE, *protocol_note(runs, other_tasks(runs, tasks_dir))])
+                 notes=[OTHER_NOTE, MISSING_NOTE, *protocol_note(runs, other_tasks(runs, tasks_dir)),
+                        *version_note(runs, other_tasks(runs, tasks_dir), tasks_dir)])
 
 
 def diversity_rows(runs: list[EvalRun], task: str, progress: bool = False) -> tuple[list[Row], dict]:
@@ -356,99 +403,3 @@ def training_table(train_groups: dict) -> Table:
                  [Block("Measured", [(None, rows)])], decimals,
                  notes=[TRAINING_NOTE, MISSING_NOTE],
                  bold=("reward_mean", "val_accuracy", "near_miss@1"), lower_better=("near_miss@1",))
-
-
-# --- rendering --------------------------------------------------------------------------------
-
-
-def to_markdown(table: Table) -> str:
-    """GitHub-flavoured Markdown: a bold title, a pipe table, notes; block titles as bold rows."""
-    cols = table.columns
-    parts = [f"**{_md_escape(table.title)}**"]
-    if table.groups:
-        spans, start = [], 0
-        for name, n in table.groups:
-            spans.append(f"{name}: {', '.join(table.header(c) for c in cols[start:start + n])}")
-            start += n
-        parts.append(_md_escape("; ".join(spans)))
-    lines = ["| Method | " + " | ".join(_md_escape(table.header(c)) for c in cols) + " |",
-             "|:---|" + "---:|" * len(cols)]
-    empty = " |" * len(cols)
-    for block in table.blocks:
-        best = table.best(block)
-        title = f"*{block.title}*" if block.reference else f"**{block.title}**"
-        lines.append(f"| {title} |" + empty)
-        if not any(rows for _, rows in block.sections):
-            lines.append("| (no runs) |" + empty)
-        for sec_title, rows in block.sections:
-            if sec_title:
-                lines.append(f"| *{sec_title}* |" + empty)
-            for row in rows:
-                cells = _cells(table, row, cols, best, missing="—", bold="**{}**")
-                lines.append(f"| {_md_escape(row.name)} | " + " | ".join(cells) + " |")
-    parts.append("\n".join(lines))
-    parts += [_md_escape(n) for n in table.notes]
-    return "\n\n".join(parts) + "\n"
-
-
-def _cells(table, row, cols, best: dict, *, missing: str, bold: str) -> list[str]:
-    """A row's formatted cells: `missing` where there is no value, `bold` around a column's best."""
-    cells = []
-    for c in cols:
-        text = table.fmt(c, row.cells.get(c))
-        if text is None:
-            cells.append(missing)
-        elif best.get(c) is not None and _key(text) == best[c]:
-            cells.append(bold.format(text))
-        else:
-            cells.append(text)
-    return cells
-
-
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("*", "\\*").replace("_", "\\_")
-
-
-_LATEX_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
-                  "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
-
-
-def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in text)
-
-
-_TABLE_NUMBER = re.compile(r"^Table \d+\.\s*")  # LaTeX numbers captions itself
-
-
-def to_latex(table: Table) -> str:
-    """A booktabs ``table`` environment (needs ``\\usepackage{booktabs}``)."""
-    cols = table.columns
-    n = len(cols) + 1
-    out = [r"\begin{table}[ht]", r"\centering", r"\small" if len(cols) < 10 else r"\scriptsize",
-           rf"\caption{{{latex_escape(_TABLE_NUMBER.sub('', table.title))}}}", rf"\label{{tab:{table.key}}}",
-           r"\begin{tabular}{l" + "r" * len(cols) + "}", r"\toprule"]
-    if table.groups:
-        spans, rules, start = [], [], 2
-        for name, width in table.groups:
-            spans.append(rf"\multicolumn{{{width}}}{{c}}{{{latex_escape(name)}}}")
-            rules.append(rf"\cmidrule(lr){{{start}-{start + width - 1}}}")
-            start += width
-        out += [" & " + " & ".join(spans) + r" \\", " ".join(rules)]
-    out.append("Method & " + " & ".join(latex_escape(table.header(c)).replace("*", "$^*$") for c in cols) + r" \\")
-    for block in table.blocks:
-        best = table.best(block)
-        out += [r"\midrule", rf"\multicolumn{{{n}}}{{l}}{{\textit{{{latex_escape(block.title)}}}}} \\"]
-        if not any(rows for _, rows in block.sections):
-            out.append(rf"\multicolumn{{{n}}}{{l}}{{(no runs)}} \\")
-        for sec_title, rows in block.sections:
-            if sec_title:
-                out.append(rf"\multicolumn{{{n}}}{{l}}{{\quad\textit{{{latex_escape(sec_title)}}}}} \\")
-            for row in rows:
-                cells = _cells(table, row, cols, best, missing="--", bold=r"\textbf{{{}}}")
-                out.append(latex_escape(row.name) + " & " + " & ".join(cells) + r" \\")
-    out += [r"\bottomrule", r"\end{tabular}"]
-    if table.notes:
-        out.append(r"\par\smallskip{\footnotesize " + latex_escape(" ".join(table.notes)).replace("—", "--")
-                   + "}")
-    out.append(r"\end{table}")
-    return "\n".join(out)

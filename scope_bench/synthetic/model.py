@@ -33,7 +33,7 @@ VOCAB_SIZE = 512
 
 
 def _corpus(n: int, seed: int) -> list[str]:
-    from scope_bench.engines.prompt import chat_messages
+    from scope_bench.prompts import chat_messages
 
     texts = []
     for p in generate_problems(n, seed):
@@ -132,7 +132,7 @@ def sft_warm_start(model_dir, out_dir, *, steps: int, seed: int = 0, batch_size:
     from tqdm import tqdm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from scope_bench.engines.prompt import prompt_text
+    from scope_bench.prompts import prompt_text
 
     if threads:
         torch.set_num_threads(threads)

@@ -9,13 +9,16 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from scope_bench.engines.bill import check_bill_config
 from scope_bench.engines.methods import (
     check_method_blocks,
+    check_services,
     method_files,
     method_path,
     needs_prm,
     needs_refiner,
 )
+from scope_bench.engines.methods import need as check
 from scope_bench.engines.stage import check_stage
 from scope_bench.paths import TRAINERS_DIR
 
@@ -91,8 +94,7 @@ def _check_types(base: DictConfig, cfg: DictConfig, prefix: str = "") -> None:
 def validate(cfg: DictConfig) -> None:
     """Value checks that name the offending key."""
     def need(cond, key, msg):
-        if not cond:
-            raise ValueError(f"{key} {msg}, got {OmegaConf.select(cfg, key)!r}")
+        check(cfg, cond, key, msg)
 
     check_stage(cfg, "local")
     need(cfg.device == "auto" or cfg.device == "cpu" or str(cfg.device).startswith("cuda"), "device",
@@ -114,15 +116,7 @@ def validate(cfg: DictConfig) -> None:
     need(cfg.train.ppo_epochs > 0, "train.ppo_epochs", "must be > 0")
     need(cfg.train.micro_batch_size > 0, "train.micro_batch_size", "must be > 0")
     need(0 <= cfg.train.sft_steps <= cfg.train.steps, "train.sft_steps", "must lie in [0, train.steps]")
-    need(cfg.prm.kind in ("rule", "qwen", "vllm"), "prm.kind", "must be rule, qwen or vllm")
-    need(cfg.prm.kind != "vllm" or cfg.prm.url, "prm.url", "is required with prm.kind=vllm")
-    need(cfg.prm.kind != "qwen" or cfg.prm.path, "prm.path", "is required with prm.kind=qwen")
-    need(cfg.refiner.kind in ("programmatic", "openai"), "refiner.kind", "must be programmatic or openai")
-    need(cfg.refiner.kind != "openai" or (cfg.refiner.url and cfg.refiner.model), "refiner.url",
-         "and refiner.model are required with refiner.kind=openai")
-    need(cfg.luffy.source in ("refiner", "data"), "luffy.source", "must be refiner or data")
-    need(0 <= cfg.prm.fp_rate <= 1 and 0 <= cfg.prm.fn_rate <= 1, "prm.fp_rate", "and prm.fn_rate must lie in [0, 1]")
-    need(0 <= cfg.refiner.error_rate <= 1, "refiner.error_rate", "must lie in [0, 1]")
+    check_services(cfg)  # the PRM and refiner blocks, as the verl engine checks them
     if cfg.refiner.kind == "programmatic":
         from scope_bench.synthetic.task import STYLES
         need(cfg.refiner.style in STYLES, "refiner.style", f"must be one of {', '.join(STYLES)}")
@@ -142,6 +136,7 @@ def validate(cfg: DictConfig) -> None:
         for d in cfg.data.difficulties:
             need(d in ALL_DIFFICULTIES, "data.difficulties", f"entries must be among {', '.join(ALL_DIFFICULTIES)}")
     check_method_blocks(cfg)
+    check_bill_config(cfg.refiner, cfg.prm)  # prices and budget (engines/bill.py)
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -28,6 +28,8 @@ from scope_bench.core import (
 )
 from scope_bench.core.advantages import process_advantages
 from scope_bench.core.config import from_dict
+from scope_bench.core.rectify import recording_outcomes
+from scope_bench.engines.bill import Bill, token_counter
 from scope_bench.engines.components import build_prm, build_refiner
 from scope_bench.engines.local import checkpoint as ckpt
 from scope_bench.engines.local.config import to_yaml
@@ -40,10 +42,10 @@ from scope_bench.engines.local.policy import (
     resolve_device,
     response_logprobs,
 )
-from scope_bench.engines.methods import needs_prm, needs_refiner
-from scope_bench.engines.prompt import prompt_text
+from scope_bench.engines.methods import default_run_dir, needs_prm, needs_refiner
+from scope_bench.engines.rollouts import ROLLOUT_DIR, local_rows, write_rollouts
 from scope_bench.engines.stage import Timer, apply_stage, blank_metrics, tokenize_with_eos
-from scope_bench.paths import PROJECT_ROOT
+from scope_bench.prompts import prompt_text
 
 # keys that may change when a run is resumed (they do not change what is trained)
 RESUMABLE_CHANGES = ("resume", "train.steps", "device", "threads", "eval", "checkpoint", "metrics.tensorboard")
@@ -68,6 +70,7 @@ class Run:
     val_rows: list[dict]
     scope_cfg: ScopeConfig
     loss_cfg: LossConfig
+    bill: Bill  # the refiner's and the PRM's tokens, latency, cost and budget (engines/bill.py)
 
 
 # ----------------------------------------------------------------------------------------- entry
@@ -88,7 +91,10 @@ def train(cfg: DictConfig, *, on_step=None) -> Path:
                desc=f"train {cfg.method}", dynamic_ncols=True)
     for step in bar:
         rows = [run.train_rows[i] for i in batch_indices(len(run.train_rows), cfg.train.batch_size, step, cfg.seed)]
+        t0 = time.perf_counter()
         metrics = sft_step(run, step, rows) if step <= cfg.train.sft_steps else rl_step(run, step, rows)
+        metrics.update(run.bill.close_step(step, metrics, step_s=time.perf_counter() - t0,
+                                           stage_s=metrics.get("time/stage") or metrics.get("time/refiner") or 0.0))
         if run.val_rows and cfg.eval.every and (step % cfg.eval.every == 0 or step == cfg.train.steps):
             t0 = time.perf_counter()
             metrics["val_accuracy"] = validate(run)
@@ -101,9 +107,12 @@ def train(cfg: DictConfig, *, on_step=None) -> Path:
                     tb.add_scalar(k, v, step)
         if cfg.checkpoint.every and (step % cfg.checkpoint.every == 0 or step == cfg.train.steps):
             ckpt.save_checkpoint(run.run_dir, step, run.model, run.tokenizer, run.optimizer, cfg.checkpoint.keep_last)
-        bar.set_postfix(_postfix(metrics))
+        run.bill.write_summary(run.run_dir)
+        bar.set_postfix({**_postfix(metrics), **run.bill.progress()})
         if on_step:
             on_step(step, metrics)
+    if note := run.bill.budget_note(cfg.train.steps):
+        bar.write(f"{note} (totals in {run.run_dir / 'bill.json'})")
     ckpt.save_pretrained(run.model, run.tokenizer, run.run_dir / "final")
     if tb:
         tb.close()
@@ -112,7 +121,7 @@ def train(cfg: DictConfig, *, on_step=None) -> Path:
 
 def setup(cfg: DictConfig) -> Run:
     """Data first (bad rows fail before any model loads), then policy, optimizer, PRM and refiner."""
-    run_dir = Path(cfg.run_dir or PROJECT_ROOT / "runs" / "train" / f"{cfg.method}-seed{cfg.seed}")
+    run_dir = Path(cfg.run_dir or default_run_dir(cfg.method, cfg.seed))
     _check_run_dir(cfg, run_dir)
     train_rows = load_rows(cfg.data.train, split=cfg.data.split, n=cfg.data.n_train, seed=cfg.seed,
                            cfg_data=cfg.data, keep=_trace_columns(cfg))
@@ -129,12 +138,13 @@ def setup(cfg: DictConfig) -> Run:
                                   weight_decay=cfg.train.weight_decay)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(to_yaml(cfg))
+    bill = Bill.from_config(cfg.refiner, cfg.prm, token_counter(tokenizer))
     return Run(cfg, run_dir, device, model, tokenizer, optimizer,
-               build_prm(cfg.prm, device=str(device), seed=cfg.seed) if needs_prm(cfg) else None,
-               build_refiner(cfg.refiner, seed=cfg.seed) if needs_refiner(cfg) else None,
+               bill.meter_prm(build_prm(cfg.prm, device=str(device), seed=cfg.seed) if needs_prm(cfg) else None),
+               bill.meter_refiner(build_refiner(cfg.refiner, seed=cfg.seed) if needs_refiner(cfg) else None),
                train_rows, val_rows,
                from_dict(ScopeConfig, OmegaConf.to_container(cfg.scope), "scope"),
-               from_dict(LossConfig, OmegaConf.to_container(cfg.loss), "loss"))
+               from_dict(LossConfig, OmegaConf.to_container(cfg.loss), "loss"), bill)
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -160,12 +170,13 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
 
     # 3. the method's stage: what is trained may differ from what was sampled; 4. near-miss@k of the
     # sampled failures (PRM-scored for every method, so methods compare)
-    stage = apply_stage(
-        cfg.stage, groups, prm=run.prm, refiner=run.refiner, tokenize=lambda text: tokenize_with_eos(tok, text),
-        verify=_verify, scope_config=run.scope_cfg, prm_reward=dict(cfg.prm_reward),
-        near_miss=cfg.metrics.near_miss, timer=timer,
-        traces=[r.get(cfg.luffy.trace_key) for r in rows] if _trace_columns(cfg) else None,
-        stage_module=cfg.stage_module)
+    with recording_outcomes() as recorded:  # what SCOPE did to each group, for the rollout record
+        stage = apply_stage(
+            cfg.stage, groups, prm=run.prm, refiner=run.refiner, tokenize=lambda text: tokenize_with_eos(tok, text),
+            verify=_verify, scope_config=run.scope_cfg, prm_reward=dict(cfg.prm_reward),
+            near_miss=cfg.metrics.near_miss, timer=timer,
+            traces=[r.get(cfg.luffy.trace_key) for r in rows] if _trace_columns(cfg) else None,
+            stage_module=cfg.stage_module, refiner_spent=run.bill.exhausted)
     responses = [r.token_ids for group in groups for r in group]
     offpolicy = [[0] * len(ids) for ids in responses]
     for j, fix in stage.rectifications.items():
@@ -192,6 +203,9 @@ def rl_step(run: Run, step: int, rows: list[dict]) -> dict:
         loss, update_entropy = _update(run, flat_prompts, responses, offpolicy, old, advantages, chunks,
                                        _lr(cfg, step))
     entropy = update_entropy if entropy is None else entropy
+    write_rollouts(run.run_dir / ROLLOUT_DIR, step, local_rows(
+        step, [prompt_text(tok, q) for q in questions], groups, rewards, advantages, stage.rectifications, recorded),
+        cfg.metrics.max_rollout_rows)
 
     return {
         "step": step, "method": cfg.method, "seed": cfg.seed, "phase": "rl", "entropy": entropy,
@@ -205,8 +219,9 @@ def sft_step(run: Run, step: int, rows: list[dict]) -> dict:
     """SFT on refiner solutions of this step's prompts (a wrong or failed solution is dropped)."""
     cfg, tok = run.cfg, run.tokenizer
     timer = Timer()
+    spent = run.bill.exhausted  # the refiner's budget is spent: nothing to train on
     with timer("refiner"):
-        results = run.refiner.refine([RefineRequest(r["question"], "", r["answer"]) for r in rows])
+        results = [] if spent else run.refiner.refine([RefineRequest(r["question"], "", r["answer"]) for r in rows])
     keep = [(row, res.suffix) for row, res in zip(rows, results) if res.ok and _verify(res.suffix, row["answer"])]
     loss, responses = None, [tokenize_with_eos(tok, text.strip()) for _, text in keep]
     if keep:
@@ -219,7 +234,7 @@ def sft_step(run: Run, step: int, rows: list[dict]) -> dict:
         "step": step, "method": cfg.method, "seed": cfg.seed, "phase": "sft", "entropy": None,
         **blank_metrics(len(rows)),
         "response_length": sum(map(len, responses)) / len(responses) if responses else None,
-        "refiner_failures": len(rows) - len(keep),
+        "refiner_failures": len(results) - len(keep), "budget/skipped_groups": len(rows) if spent else 0,
         "loss": loss, "lr": _lr(cfg, step), **{f"time/{k}": v for k, v in timer.items()},
     }
 
@@ -338,8 +353,7 @@ def _verify(text: str, answer: str) -> float:
 
 def _postfix(metrics: dict) -> dict:
     out = {}
-    for key, label in (("reward_mean", "reward"), ("accuracy", "acc"), ("groups_rectified", "rect"),
-                       ("val_accuracy", "val")):
+    for key, label in (("reward_mean", "reward"), ("accuracy", "acc"), ("val_accuracy", "val")):
         if metrics.get(key) is not None:
             out[label] = f"{metrics[key]:.3f}" if isinstance(metrics[key], float) else metrics[key]
     return out
@@ -405,6 +419,9 @@ def _restore(run: Run) -> int:
     run.optimizer.load_state_dict(state["optimizer"])
     ckpt.set_rng_state(state["rng"])
     ckpt.truncate_metrics(run.run_dir / "metrics.jsonl", state["step"])
+    from scope_bench.analysis.dynamics import read_metrics
+
+    run.bill.restore(read_metrics(run.run_dir / "metrics.jsonl"))  # a spent budget stays spent
     return state["step"]
 
 

@@ -16,7 +16,8 @@ from urllib.parse import urlparse
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from scope_bench.engines.methods import check_method_blocks, method_files, method_name
+from scope_bench.engines.bill import check_bill_config
+from scope_bench.engines.methods import check_method_blocks, check_services, default_run_dir, method_files
 from scope_bench.engines.stage import check_stage
 from scope_bench.paths import TRAINERS_DIR
 
@@ -84,11 +85,6 @@ def compose_config(method: str, overrides: Sequence[str] = (), *, trainers_dir: 
     return cfg
 
 
-def default_run_dir(method: str, seed: int) -> Path:
-    """Where a run writes when no --run-dir is given: runs/train/<method>-seed<seed>."""
-    return Path("runs") / "train" / f"{method_name(method)}-seed{seed}"
-
-
 def _derive(cfg: DictConfig, run_dir) -> None:
     """Settings that follow from the method blocks, unless the user set them."""
     if cfg.trainer.experiment_name is None:
@@ -97,6 +93,8 @@ def _derive(cfg: DictConfig, run_dir) -> None:
     cfg.run_dir = str(run_dir)
     if cfg.trainer.default_local_dir.startswith("checkpoints/"):  # verl's default, relative to the cwd
         cfg.trainer.default_local_dir = str(run_dir / "checkpoints")
+    if cfg.trainer.rollout_data_dir is None and cfg.metrics.max_rollout_rows:  # the rollout record, for `view`
+        cfg.trainer.rollout_data_dir = str(run_dir / "rollouts")
     if cfg.reward.custom_reward_function.path is None:  # an import on every node, not the driver's file path
         cfg.reward.custom_reward_function.path = REWARD_MODULE
     actor = cfg.actor_rollout_ref.actor
@@ -112,6 +110,8 @@ def _derive(cfg: DictConfig, run_dir) -> None:
 def validate(cfg: DictConfig) -> None:
     """Checks that name the offending key; verl validates the rest when the run starts."""
     check_method_blocks(cfg)
+    check_services(cfg)  # the PRM and refiner blocks, as the local engine checks them
+    check_bill_config(cfg.refiner, cfg.prm)  # prices and budget (engines/bill.py)
     stage = check_stage(cfg, "verl")
     if cfg.trainer.use_v1:
         raise ValueError("trainer.use_v1=true is not supported: the SCOPE stage plugs into RayPPOTrainer "
@@ -146,10 +146,6 @@ def validate(cfg: DictConfig) -> None:
     if stage.needs_prm(cfg) and cfg.prm.kind not in ("vllm", "qwen"):
         raise ValueError(f"method {cfg.method} needs a PRM: --prm-url URL (vLLM pooling server) or --prm PATH "
                          f"(in-process); prm.kind is {cfg.prm.kind!r}")
-    if cfg.prm.kind == "vllm" and not cfg.prm.url:
-        raise ValueError("prm.kind=vllm needs prm.url")
-    if cfg.prm.kind == "qwen" and not cfg.prm.path:
-        raise ValueError("prm.kind=qwen needs prm.path")
     if stage.needs_refiner(cfg) and (cfg.refiner.kind != "openai" or not cfg.refiner.url or not cfg.refiner.model):
         raise ValueError(f"method {cfg.method} needs a refiner: --refiner-url URL --refiner-model NAME "
                          "(an OpenAI-compatible endpoint)")

@@ -98,8 +98,8 @@ def to_verl_rows(rows: list[dict], *, where: str, split: str, question_field=Non
     """`(verl rows, indices of source rows skipped for want of an answer)`."""
     from tqdm import tqdm
 
-    from scope_bench.engines.prompt import chat_messages
     from scope_bench.grading.extract import last_boxed
+    from scope_bench.prompts import chat_messages
 
     if not rows:
         raise ValueError(f"{where}: no rows")

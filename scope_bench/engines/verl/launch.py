@@ -203,7 +203,7 @@ def embedded_default(args, services: ExitStack) -> list[str]:
 
         out.append(f"actor_rollout_ref.model.path={warm_start_model()}")
     if not getattr(args, "data", None):
-        from scope_bench.engines.verl.config import default_run_dir
+        from scope_bench.engines.methods import default_run_dir
 
         seed = getattr(args, "seed", None) or 0
         run_dir = Path(getattr(args, "run_dir", None) or default_run_dir(args.method, seed))

@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 from scope_bench.core.config import PRMRewardConfig, ScopeConfig, from_dict
 from scope_bench.core.rectify import Rollout
+from scope_bench.engines.bill import Bill
 from scope_bench.engines.stage import Timer, apply_stage, get_stage, tokenize_with_eos
 from scope_bench.engines.verl.rewrite import decoded_responses, ended_with, rewrite_rows, set_rewards
 
@@ -24,13 +25,14 @@ class MethodStage:
     """Callable on a `DataProto`; mutates it in place and returns metrics (None where undefined).
 
     `stage` is the method config's `stage` (any registered one); `prm` may be None where the stage
-    needs none (then no near-miss metrics), `refiner` likewise.
+    needs none (then no near-miss metrics), `refiner` likewise. `bill` meters both (engines/bill.py;
+    default: tokens only, no budget); the trainer closes each step's bill, knowing the step's time.
     """
 
     def __init__(self, *, stage: str, tokenizer, verify: Callable[[str, str], float], scope: dict | None = None,
                  prm=None, refiner=None, prm_reward: dict | None = None, luffy: dict | None = None,
                  near_miss: bool = True, stage_module: str | None = None, stop_after_failed_steps: int = 0,
-                 generation_config=None):
+                 generation_config=None, bill: Bill | None = None):
         self.spec = get_stage(stage, stage_module)
         self.stage_module = stage_module
         self.scope_cfg = from_dict(ScopeConfig, scope, "scope")
@@ -44,7 +46,8 @@ class MethodStage:
         self.tokenizer = tokenizer
         self.stop_ids, self.end_ids = stop_tokens(tokenizer, generation_config)
         self.verify = verify
-        self.prm, self.refiner = prm, refiner
+        self.bill = bill or Bill()
+        self.prm, self.refiner = self.bill.meter_prm(prm), self.bill.meter_refiner(refiner)
         self.near_miss = near_miss and prm is not None
         self.stop_after_failed_steps = stop_after_failed_steps
         self.failed_steps = 0  # steps in a row in which every refiner call failed
@@ -69,7 +72,7 @@ class MethodStage:
             self.spec.name, [[rollouts[i] for i in members] for members in rows], prm=self.prm,
             refiner=refiner, tokenize=lambda text: tokenize_with_eos(tok, text, end), verify=self.verify,
             scope_config=config, prm_reward=self.prm_reward, near_miss=self.near_miss, timer=timer,
-            stage_module=self.stage_module)
+            stage_module=self.stage_module, refiner_spent=self.bill.exhausted)
         if refiner is not None:
             self._check_refiner(refiner)
         if result.step_rewards:

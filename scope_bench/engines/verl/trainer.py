@@ -22,12 +22,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import time
 from functools import partial
 from pathlib import Path
 
 import ray
 import torch
 
+from scope_bench.core.rectify import recording_outcomes
+from scope_bench.engines.rollouts import last_outcomes, stage_fields, write_rollouts
 from scope_bench.engines.verl.loss import scope_actor_loss
 from scope_bench.engines.verl.rewrite import MASK_KEY, onpolicy_mask
 from verl.trainer.main_ppo_v0 import BaseTaskRunner, TaskRunner
@@ -35,6 +38,7 @@ from verl.trainer.ppo.ray_trainer import RayPPOTrainer
 
 # the worker-side diagnostics of the loss (`engines/verl/loss.py`), copied into metrics.jsonl
 WORKER_METRICS = ("offpolicy_token_frac", "pg_clipfrac", "ppo_kl", "grad_norm")
+STAGE_FIELDS = "scope_rollout_record"  # non-tensor column: the stage's fields of each row
 _VAL_REWARD = re.compile(r"^val-core/[^/]+/(acc|reward)/mean@\d+$")  # verl 0.9.1 logs `acc`
 
 
@@ -60,10 +64,17 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
             rows = self._metrics_path.read_text().splitlines()
             kept = [r for r in rows if r.strip() and json.loads(r).get("step", 0) <= self.global_steps]
             self._metrics_path.write_text("".join(r + "\n" for r in kept))
+            self.method_stage.bill.restore([json.loads(r) for r in kept])  # a spent budget stays spent
         return result
 
+    def _get_gen_batch(self, batch):
+        self._step_start = time.perf_counter()  # a step starts here (before generation): the bill's step time
+        return super()._get_gen_batch(batch)
+
     def _compute_old_log_prob(self, batch):
-        self._stage_metrics = self.method_stage(batch)  # rewrites rows / rewards of `batch` in place
+        with recording_outcomes() as recorded:  # what SCOPE did to each group, for the rollout record
+            self._stage_metrics = self.method_stage(batch)  # rewrites rows / rewards of `batch` in place
+        attach_stage_fields(batch, recorded)
         if MASK_KEY in batch.batch.keys():  # noqa: SIM118 - what the driver sends; the worker reports its own
             mask, valid = batch.batch[MASK_KEY], batch.batch["response_mask"]
             self._stage_metrics["offpolicy_token_frac_sent"] = float((mask * valid).sum() / valid.sum().clamp(min=1))
@@ -82,17 +93,24 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
         if metrics.get("actor/response_tokens"):  # exact over micro-batches and workers (equal counts of each)
             worker["offpolicy_token_frac"] = _plain(metrics["actor/offpolicy_tokens"]) / _plain(
                 metrics["actor/response_tokens"])
+        start = getattr(self, "_step_start", None)  # the step's time: generation to this update
+        self._stage_metrics.update(self.method_stage.bill.close_step(
+            self.global_steps, self._stage_metrics, stage_s=self._stage_metrics.get("time/stage") or 0.0,
+            step_s=time.perf_counter() - start if start is not None else 0.0))
         row = {"step": self.global_steps, "method": self.config.method, "seed": self.config.seed,
                **self._stage_metrics, "loss": metrics.get("actor/pg_loss"), "lr": metrics.get("actor/lr"), **worker}
         metrics.update({k: v for k, v in self._stage_metrics.items() if v is not None})
         self._append(row)
+        self.method_stage.bill.write_summary(self.config.run_dir)
         self._stage_metrics = {}
         return output
 
     def _log_rollout_data(self, batch, reward_extra_infos_dict, timing_raw, rollout_data_dir):
-        """verl's rollout dump (`trainer.rollout_data_dir`), plus per row what the stage did: the
-        group, the advantage trained on, the refiner's tokens (`suffix`) and how many there are, and
-        the weights the row was generated with (`weights_step`)."""
+        """verl's rollout dump (`trainer.rollout_data_dir`) as the rollout record of both engines
+        (`engines/rollouts.py`): verl's fields, plus per row what the stage did: the group, the
+        advantage trained on, the refiner's tokens (`suffix`) and how many there are, the weights the
+        row was generated with (`weights_step`), and the sampled response with its PRM step scores and
+        its group's record (`attach_stage_fields`). Written at once, within `metrics.max_rollout_rows`."""
         extra = dict(reward_extra_infos_dict)
         valid = batch.batch["response_mask"].bool()
         mask = batch.batch[MASK_KEY] if MASK_KEY in batch.batch.keys() else torch.zeros_like(valid)  # noqa: SIM118
@@ -111,7 +129,17 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
                            for i in range(len(valid))]
         extra["prefix"] = [self.tokenizer.decode(responses[i][valid[i] & ~offpolicy[i]].tolist(),
                                                  skip_special_tokens=True) for i in range(len(valid))]
-        return super()._log_rollout_data(batch, extra, timing_raw, rollout_data_dir)
+        tok = self.tokenizer
+        base = {"step": [self.global_steps] * len(valid), "input": tok.batch_decode(batch.batch["prompts"],
+                                                                                   skip_special_tokens=True),
+                "output": tok.batch_decode(responses, skip_special_tokens=True),
+                "gts": [item.non_tensor_batch.get("reward_model", {}).get("ground_truth") for item in batch],
+                "score": batch.batch["token_level_scores"].sum(-1).cpu().tolist()}
+        fields = {**base, **{k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in extra.items()
+                             if len(v) == len(valid)}}
+        stage = batch.non_tensor_batch.get(STAGE_FIELDS, [{}] * len(valid))
+        rows = [{**{k: v[i] for k, v in fields.items()}, **stage[i]} for i in range(len(valid))]
+        write_rollouts(rollout_data_dir, self.global_steps, rows, self.config.metrics.max_rollout_rows)
 
     def _validate(self, merged: bool = False):
         metrics = super()._validate(merged=merged)
@@ -125,6 +153,25 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
         self._metrics_path.parent.mkdir(parents=True, exist_ok=True)
         with self._metrics_path.open("a") as f:
             f.write(json.dumps({k: _plain(v) for k, v in row.items()}) + "\n")
+
+
+def attach_stage_fields(batch, recorded: list) -> None:
+    """Per row, the rollout record's stage fields (`engines/rollouts.stage_fields`: the response as
+    sampled, its PRM step scores, its group's record), as a non-tensor column that travels with the
+    row to the dump. Groups are the stage's own: uid groups in order of first appearance."""
+    import numpy as np
+
+    from scope_bench.engines.verl.stage import group_rows
+
+    rows = group_rows(batch.non_tensor_batch["uid"])
+    found = last_outcomes(recorded, len(rows))
+    if found is None:
+        return
+    column = np.empty(len(batch), dtype=object)
+    for members, per_row in zip(rows, stage_fields(*found)):
+        for row, value in zip(members, per_row):
+            column[row] = value
+    batch.non_tensor_batch[STAGE_FIELDS] = column
 
 
 def rollout_probs_metrics(batch, old_log_prob) -> dict:
@@ -160,6 +207,7 @@ def build_stage(config, tokenizer):
     the rule PRM knows the synthetic task alone)."""
     from omegaconf import OmegaConf
 
+    from scope_bench.engines.bill import Bill, token_counter
     from scope_bench.engines.components import build_prm, build_refiner
     from scope_bench.engines.stage import stage_of
     from scope_bench.engines.verl.stage import MethodStage
@@ -176,7 +224,8 @@ def build_stage(config, tokenizer):
         stage=config.stage, stage_module=config.stage_module, tokenizer=tokenizer,
         verify=lambda text, gt: float(math_reward(text, gt)), prm=prm, refiner=refiner,
         near_miss=config.metrics.near_miss, generation_config=generation_config(config.actor_rollout_ref.model.path),
-        stop_after_failed_steps=int(config.refiner.get("stop_after_failed_steps") or 0), **blocks)
+        stop_after_failed_steps=int(config.refiner.get("stop_after_failed_steps") or 0),
+        bill=Bill.from_config(config.refiner, config.prm, token_counter(tokenizer)), **blocks)
 
 
 def generation_config(model_path: str):
