@@ -40,6 +40,8 @@ def run_identity(run_dir: str | Path) -> dict | None:
         return None
     local = (cfg.get("model") or {}).get("path") if isinstance(cfg.get("model"), dict) else None
     verl = ((cfg.get("actor_rollout_ref") or {}).get("model") or {}).get("path")
+    sft = cfg.get("sft") if isinstance(cfg.get("sft"), dict) else {}  # verl sft+rl: GRPO from the SFT model
+    verl = sft.get("base_model") or verl
     return {"method": str(cfg["method"]), "backbone": backbone_name(local or verl)}
 
 

@@ -108,3 +108,13 @@ def read_rows(source: str | Path, split: str | None = None, config: str | None =
             raise ValueError(f"{path}: expected a JSON list of rows (or an object of splits with split={split!r})")
         return data
     raise ValueError(f"{path}: unsupported data format (use {FORMATS})")
+
+
+def write_parquet(records: list[dict], path: Path) -> None:
+    """Write rows as a parquet file atomically: a killed run never leaves a half-written one behind."""
+    import pandas as pd
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".parquet.tmp")
+    pd.DataFrame(records).to_parquet(tmp, index=False)
+    tmp.replace(path)

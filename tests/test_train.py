@@ -98,7 +98,7 @@ def test_luffy_reads_teacher_solutions_from_a_data_column(tiny, tmp_path):
     from scope_bench.synthetic import generate_split, solution, split_problems
 
     problems = split_problems("train", 6, seed=0)
-    rows = [{**p.to_row(), "teacher_solution": solution(p)} for p in problems]
+    rows = [{**p.to_row(), "target": solution(p)} for p in problems]
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     cfg = load_train_config("luffy", small(tiny, tmp_path / "r", f"data.train={data}", "data.val=null",
@@ -106,7 +106,7 @@ def test_luffy_reads_teacher_solutions_from_a_data_column(tiny, tmp_path):
     metrics = read_metrics(train(cfg))
     assert all(m["groups_rectified"] == 3 and m["refiner_failures"] == 0 for m in metrics)
     data.write_text("".join(json.dumps(r) + "\n" for r in generate_split("train", 3)))  # no teacher column
-    with pytest.raises(ValueError, match="teacher_solution"):
+    with pytest.raises(ValueError, match="target"):
         train(load_train_config("luffy", small(tiny, tmp_path / "r2", f"data.train={data}", "data.val=null",
                                                "metrics.near_miss=false", "luffy.source=data")))
 

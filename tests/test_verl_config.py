@@ -58,7 +58,7 @@ def test_overrides_reach_the_right_block():
 
 
 @pytest.mark.parametrize("method, overrides, message", [
-    ("sft", [], "SFT steps, which run with the local trainer"),
+    ("sft", [], "is SFT only: it runs verl.s SFT trainer"),
     ("scope", SERVICES + ["scope.tua=0.7"], "scope.tua"),
     ("scope", SERVICES + ["scope.tau=1.5"], "tau"),
     ("scope", SERVICES + ["trainer.use_v1=true"], "use_v1"),
@@ -73,7 +73,9 @@ def test_overrides_reach_the_right_block():
     ("replace", SERVICES + ["algorithm.use_kl_in_reward=true"], "use_kl_in_reward"),
     ("scope", SERVICES + ["actor_rollout_ref.actor.entropy_coeff=0.01"], "refiner's tokens"),
     ("scope", SERVICES + ["loss.clip_ratio_c=0.5"], "clip_ratio_c"),
-    ("prm-reward", SERVICES + ["prm_reward.form=step"], "local trainer only"),
+    ("prm-step-reward", SERVICES + ["algorithm.adv_estimator=grpo"], "must be scope_dense_prm"),
+    ("prm-step-reward", SERVICES + ["algorithm.norm_adv_by_std_in_grpo=false"], "norm_adv_by_std_in_grpo"),
+    ("grpo", ["algorithm.adv_estimator=scope_dense_prm"], "must be grpo"),
     ("luffy", SERVICES + ["luffy.source=data"], "luffy.source=data runs with the local trainer only"),
     ("scope", SERVICES + ["stage=dpo"], "stage must be one of none, scope, prm_reward, luffy"),
 ])

@@ -188,7 +188,8 @@ def test_resume_continues_from_the_checkpoint(scope_run):
     assert rows[-1]["offpolicy_token_frac"] == pytest.approx(rows[-1]["offpolicy_token_frac_sent"], abs=1e-6)
 
 
-@pytest.mark.parametrize("method, workers", [("grpo", 2), ("replace", 1), ("prm-reward", 1), ("luffy", 1)])
+@pytest.mark.parametrize("method, workers", [("grpo", 2), ("replace", 1), ("prm-reward", 1), ("luffy", 1),
+                                             ("prm-step-reward", 1)])
 def test_baselines_train_through_fit(tmp_path, method, workers):
     """grpo runs on two FSDP workers (gloo collectives, sharded parameters, two rollout replicas)."""
     run_dir = tmp_path / method
@@ -219,6 +220,26 @@ def test_baselines_train_through_fit(tmp_path, method, workers):
     groups = defaultdict(list)
     for row in batch:
         groups[row["uid"]].append(row)
+    if method == "prm-step-reward":  # dense: the outcome stays the score, 0.5 * p_j at each step's end
+        assert {row["score"] for row in batch} <= {0.0, 1.0} and all(r["loss"] is not None for r in rows)
+        for members in groups.values():
+            assert_group_advantages_are_dense(members)
+        assert any(len({round(a, 4) for a in row["step_advantages"]}) > 1 for row in batch)
+        return
     for members in groups.values():
         assert_group_advantages_are_grpo(members)
+
+
+def assert_group_advantages_are_dense(rows: list[dict]) -> None:
+    """Each row's advantages, at its first token and at each step's last, are the local trainer's process
+    advantages (`core.advantages.process_advantages`) recomputed from the dumped scores and step rewards."""
+    from scope_bench.core.advantages import process_advantages
+
+    steps = {i: [tuple(s) for s in row["step_rewards"]] for i, row in enumerate(rows)}
+    expected = process_advantages([row["score"] for row in rows], steps, [row["uid"] for row in rows],
+                                  [row["response_tokens"] for row in rows])
+    for i, row in enumerate(rows):
+        assert all(0 < end <= row["response_tokens"] and 0 <= r <= 0.5 for end, r in steps[i])
+        assert row["advantage"] == pytest.approx(expected[i][0], abs=1e-4)
+        assert row["step_advantages"] == pytest.approx([expected[i][end - 1] for end, _ in steps[i]], abs=1e-4)
 

@@ -12,6 +12,8 @@ Fields of a row (verl's own dump names first; null where an engine or a stage ha
   prefix (the policy's tokens that were trained), suffix (the refiner's tokens, off-policy)
 - sampled and reward_sampled (the response and its outcome reward before the stage), steps (the
   sampled response split into steps), prm (the PRM probability of each step, where it was scored)
+- step_rewards and step_advantages (verl, the dense PRM reward only): each step's `[token end,
+  reward]` and the advantage at its last token
 - group: what SCOPE did to the group (the same on each of its rows): status (rectified, skipped,
   not_gated), reason, why (gate, refiner failure, verification failure, ...), refiner_failure (as the
   `refiner_failures` metric counts it), selected, prefix/total steps and tokens, candidates (each

@@ -30,6 +30,9 @@ of seed, question and prefix, so a retried or resumed request fails the same way
   error    500 reply                         timeout  answers only after `refiner_delay_s` seconds
   garbage  200 reply that is not JSON        wrong    a continuation boxing a wrong answer
   rewrite  the prefix repeated before the continuation
+A chat that is the training prompt itself (`chat_messages`: "solve this problem", what `scope-bench
+data distill` sends) is answered the same way with the whole solution (an empty prefix), slips and
+injected failures included, so a distillation run gets correct and wrong solutions to grade.
 `counts` records what was served (`pooling`, `chat`, `failure/<kind>`, `truncated_tags`, `http_400`).
 No authentication: keep it on loopback (the default host).
 """
@@ -48,8 +51,10 @@ import uuid
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from scope_bench.core.interfaces import RefineRequest
 from scope_bench.engines.prm import STEP_TAG
 from scope_bench.engines.refiner import parse_refine_messages
+from scope_bench.prompts import chat_messages
 
 REFINER_FAILURES = ("error", "timeout", "garbage", "wrong", "rewrite")
 PRM_MODEL = "synthetic-prm"
@@ -279,9 +284,13 @@ class SyntheticServer(JSONServer):
         return 0, n_tokens
 
     def _chat(self, body) -> object:
-        request = parse_refine_messages(_messages(body))
+        messages = _messages(body)
+        request = parse_refine_messages(messages)
+        if request is None and (question := training_question(messages)) is not None:
+            request = RefineRequest(question, "", "")  # the whole solution; the refiner needs no answer for it
         if request is None:
-            raise HTTPError(400, "not a refiner prompt (see scope_bench.engines.refiner.refine_messages)")
+            raise HTTPError(400, "neither a refiner prompt (scope_bench.engines.refiner.refine_messages) nor a "
+                                 "training prompt (scope_bench.prompts.chat_messages)")
         (answer,) = self.refiner.refine([request])
         if not answer.ok:
             raise HTTPError(400, f"not a synthetic question: {request.question[:80]!r}")
@@ -316,6 +325,17 @@ class SyntheticServer(JSONServer):
                              "finish_reason": finish}],
                 "usage": {"prompt_tokens": prompt, "completion_tokens": len(tokens),
                           "total_tokens": prompt + len(tokens)}}
+
+
+def training_question(messages: list[dict]) -> str | None:
+    """The question of a chat whose one user turn is the training prompt (`chat_messages`), else None."""
+    marker = "\x00"
+    head, tail = chat_messages(marker)[-1]["content"].split(marker)
+    users = [m["content"] for m in messages if m["role"] == "user"]
+    if len(users) != 1 or len(users[0]) < len(head) + len(tail):
+        return None
+    text = users[0]
+    return text[len(head):len(text) - len(tail)] if text.startswith(head) and text.endswith(tail) else None
 
 
 def _messages(body) -> list[dict]:

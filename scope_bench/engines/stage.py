@@ -275,14 +275,7 @@ def scope_stage(groups, ctx: StageContext, result: StageResult) -> None:
     result.metrics["keep_ratio_steps"] = sum(kept) / len(kept) if kept else None  # the paper's Fig. 4 unit
 
 
-def _prm_reward_check(cfg, engine: str) -> str | None:
-    if engine == "verl" and cfg.prm_reward.form != "scalar":
-        return ("prm_reward.form=step (per-step PRM reward) runs with the local trainer only: verl's GRPO "
-                "advantages take one reward per rollout; use prm_reward.form=scalar")
-    return None
-
-
-@register_stage("prm_reward", needs_prm=_always, check=_prm_reward_check)
+@register_stage("prm_reward", needs_prm=_always)
 def prm_reward_stage(groups, ctx: StageContext, result: StageResult) -> None:
     """RL with PRM reward. Scalar: `R + weight * agg_j p_j` on every rollout. Step (dense, the paper's
     wording): the outcome stays the rollout's reward and `weight * p_j` is given at the last token of

@@ -4,7 +4,8 @@ verl writes `global_step_N/actor/` as FSDP shards (`model_world_size_W_rank_R.pt
 `huggingface/` folder holding only the config and tokenizer, which no inference engine loads. A verl
 step folder (`global_step_N`), its `actor/`, or a run folder (its `checkpoints/`, meaning the latest
 step) is merged once with verl's own model merger (`verl.model_merger`) into `global_step_N/merged_hf/`
-next to the shards; later evaluations read that folder. Anything else that exists on disk must be a
+next to the shards; later evaluations read that folder. A step saved with `hf_model` (verl's SFT trainer,
+`scope-bench train --backend verl --method sft`) has its whole model in `huggingface/`, read as is. Anything else that exists on disk must be a
 Hugging Face model folder or a file (.gguf); names that do not exist are Hub ids or served models.
 """
 
@@ -33,7 +34,8 @@ def resolve_checkpoint(ckpt: str) -> str:
         raise ValueError(f"--ckpt {ckpt}: not a model folder (config.json and weights) nor a verl checkpoint "
                          "(global_step_N/actor/model_world_size_*_rank_*.pt, global_step_N, or a run folder "
                          "with checkpoints/global_step_N)")
-    return str(merged_model(actor))
+    saved = actor / "huggingface"  # verl's SFT trainer saves the whole model there (checkpoint: hf_model)
+    return str(saved) if is_model_folder(saved) else str(merged_model(actor))
 
 
 def is_model_folder(path: Path) -> bool:

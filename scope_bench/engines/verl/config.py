@@ -45,9 +45,11 @@ def method_blocks(method: str, overrides: Sequence[str] = (), trainers_dir: str 
     """The method blocks of `trainers/base.yaml` + `trainers/<method>.yaml` + overrides (the other
     blocks, model, data, train..., are the local trainer's: verl has its own)."""
     base, method_file = method_files(method, trainers_dir)
-    if "sft_steps" in method_file.get("train", {}):  # an SFT phase (its value may interpolate train.steps)
-        raise ValueError(f"method {method!r} has SFT steps, which run with the local trainer (or verl's own "
-                         "sft_trainer), not with --backend verl")
+    from scope_bench.engines.verl.sft import sft_kind
+
+    if sft_kind(method, trainers_dir) == "sft":  # sft+rl's GRPO phase is composed here, its SFT phase in sft.py
+        raise ValueError(f"method {method!r} is SFT only: it runs verl's SFT trainer (engines/verl/sft.py, "
+                         "`scope-bench train --backend verl --method sft`), not the GRPO recipe")
     cfg = OmegaConf.merge(*(OmegaConf.masked_copy(c, [k for k in METHOD_BLOCKS if k in c]) for c in (base, method_file)))
     OmegaConf.set_struct(cfg, True)
     try:
@@ -57,6 +59,12 @@ def method_blocks(method: str, overrides: Sequence[str] = (), trainers_dir: str 
         raise ValueError(f"bad method override {key!r} (not in trainers/base.yaml, or a wrong type): "
                          f"{str(err).splitlines()[0]}") from None
     return cfg
+
+
+def dense_reward(blocks) -> bool:
+    """The method gives per-step rewards (the dense PRM reward), trained with `config/advantage/dense.yaml`'s
+    estimator (`advantage.py`); every other method with GRPO's."""
+    return blocks.stage == "prm_reward" and blocks.prm_reward.form == "step"
 
 
 def compose_config(method: str, overrides: Sequence[str] = (), *, trainers_dir: str | Path = TRAINERS_DIR,
@@ -72,7 +80,8 @@ def compose_config(method: str, overrides: Sequence[str] = (), *, trainers_dir: 
     try:
         with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
             device_config = ["+device=cpu"] if device == "cpu" else []  # under the user's overrides
-            cfg = compose(CONFIG_NAME, overrides=device_config + list(verl_overrides))
+            advantage = ["+advantage=dense"] if dense_reward(blocks) else []
+            cfg = compose(CONFIG_NAME, overrides=device_config + advantage + list(verl_overrides))
     except Exception as err:  # noqa: BLE001 - hydra raises several types for bad overrides
         raise ValueError(f"cannot compose the verl config: {err}") from None
     finally:
@@ -116,9 +125,17 @@ def validate(cfg: DictConfig) -> None:
     if cfg.trainer.use_v1:
         raise ValueError("trainer.use_v1=true is not supported: the SCOPE stage plugs into RayPPOTrainer "
                          "(trainer.use_v1=false)")
-    if cfg.algorithm.adv_estimator != "grpo":
-        raise ValueError(f"algorithm.adv_estimator must be grpo (group advantages after the stage), "
-                         f"got {cfg.algorithm.adv_estimator!r}")
+    from scope_bench.engines.verl.advantage import ESTIMATOR
+
+    estimator, why = (ESTIMATOR, "prm_reward.form=step: the outcome's and the steps' group advantages") \
+        if dense_reward(cfg) else ("grpo", "group advantages after the stage")
+    # a stage from outside scope_bench (stage_module) may give per-step rewards: it may pick the dense one
+    allowed = {estimator, ESTIMATOR} if cfg.stage_module else {estimator}
+    if cfg.algorithm.adv_estimator not in allowed:
+        raise ValueError(f"algorithm.adv_estimator must be {estimator} ({why}), got {cfg.algorithm.adv_estimator!r}")
+    if cfg.algorithm.adv_estimator == ESTIMATOR and not cfg.algorithm.norm_adv_by_std_in_grpo:
+        raise ValueError(f"algorithm.norm_adv_by_std_in_grpo must be true with {ESTIMATOR} (the local trainer's "
+                         "process advantages normalise by the group's std)")
     correction = cfg.algorithm.rollout_correction
     if correction.get("rollout_is") or correction.get("rollout_rs"):
         raise ValueError("algorithm.rollout_correction.rollout_is/rollout_rs must be null for every method: "

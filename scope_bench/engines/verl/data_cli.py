@@ -4,6 +4,8 @@
     scope-bench data prepare --preset math-l3to5 --dataset train.parquet --out data/math_l3to5   # a local copy
     scope-bench data prepare --preset math500 --out data/math500            # validation
     scope-bench data prepare --dataset my.jsonl --question-field q --answer-field a --out data/mine
+    scope-bench data distill --data data/math_l3to5/train.parquet --url URL/v1 --model M --out DIR
+                                         # teacher solutions: verl SFT parquet + LUFFY's `target` column
 
 Each row: `data_source`, `prompt` (the paper's chat: system "You are a helpful assistant.", user =
 question + "Please reason step by step, and put your final answer within \\boxed{}."), `ability`,
@@ -20,7 +22,7 @@ import sys
 from pathlib import Path
 
 from scope_bench.engines.fields import ANSWER_FIELDS, QUESTION_FIELDS, answer_value
-from scope_bench.io import read_rows
+from scope_bench.io import read_rows, write_parquet
 
 PRESETS = {
     # The paper's training set: the 8,523 MATH level 3-5 problems SimpleRL-Zoo trains on, one parquet file
@@ -60,6 +62,9 @@ def register(subparsers) -> None:
     q.add_argument("--out", required=True, help="output folder (writes <split>.parquet) or a .parquet path")
     q.add_argument("--debug", action="store_true", help="show tracebacks")
     q.set_defaults(func=run)
+    from scope_bench.engines import distill
+
+    distill.register(sub)
 
 
 def run(args) -> int:
@@ -135,16 +140,6 @@ def to_verl_rows(rows: list[dict], *, where: str, split: str, question_field=Non
     if not records:
         raise ValueError(f"{where}: no rows left after filtering (levels={levels}, skipped {len(skipped)})")
     return records, skipped
-
-
-def write_parquet(records: list[dict], path: Path) -> None:
-    """Write atomically: a killed run never leaves a half-written parquet behind."""
-    import pandas as pd
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".parquet.tmp")
-    pd.DataFrame(records).to_parquet(tmp, index=False)
-    tmp.replace(path)
 
 
 def _hub_file(repo_id: str, filename: str) -> str:

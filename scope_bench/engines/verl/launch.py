@@ -26,6 +26,8 @@ CPU_MODULE = "scope_bench.engines.verl.cpu"
 def add_arguments(parser) -> None:
     """The verl-only flags of `scope-bench train` (flags the parser already has are left alone)."""
     add = _adder(parser.add_argument_group("verl backend"), set(parser._option_string_actions))
+    add("--sft-data", help="SFT data of --method sft / sft+rl: a `messages` parquet (`scope-bench data distill` "
+                            "writes DIR/sft.parquet); default on CPU: the synthetic task's solutions")
     add("--ray-address", help="join this Ray cluster (default: RAY_ADDRESS, else start a local one)")
     add("--nnodes", type=int, help="nodes (trainer.nnodes, default 1)")
     add("--gpus-per-node", type=int, help="GPUs per node (trainer.n_gpus_per_node, default 8)")
@@ -85,20 +87,38 @@ def _parquet(path: str, flag: str) -> str:
 
 
 def run(args) -> int:
-    from omegaconf import open_dict
+    """A method with SFT steps runs verl's SFT trainer first (`sft.py`); the rest is the GRPO recipe."""
+    from scope_bench.engines.verl.sft import run as run_with_sft
+    from scope_bench.engines.verl.sft import sft_kind
 
     cpu = getattr(args, "device", None) == "cpu"
     if cpu:
         _enable_cpu_layer()
+    kind = sft_kind(args.method)
+    return run_with_sft(args, kind, run_rl, check_attention) if kind else run_rl(args)
+
+
+def run_rl(args, extra: list[str] | tuple = (), check_only: bool = False) -> int:
+    """The GRPO recipe on Ray; `extra` overrides come after the user's (sft+rl: the SFT model).
+    `check_only`: compose and validate the config, nothing else (sft+rl checks it before its SFT phase)."""
+    from omegaconf import open_dict
+
+    cpu = getattr(args, "device", None) == "cpu"
     from scope_bench.engines.verl.config import LOSS_MODULE, compose_config, to_yaml
 
     with ExitStack() as services:
         # the dry run fills in what is not named; a GPU run names its model, data and services
-        embedded = embedded_default(args, services) if cpu and not getattr(args, "print_config", False) else []
-        cfg = compose_config(args.method, embedded + verl_overrides(args), run_dir=getattr(args, "run_dir", None),
-                             device="cpu" if cpu else "gpu")
+        quiet = getattr(args, "print_config", False) or check_only
+        embedded = embedded_default(args, services) if cpu and not quiet else []
+        cfg = compose_config(args.method, embedded + verl_overrides(args) + list(extra),
+                             run_dir=getattr(args, "run_dir", None), device="cpu" if cpu else "gpu")
+        if check_only:
+            return 0
         if getattr(args, "print_config", False):
             sys.stdout.write(to_yaml(cfg))
+            return 0
+        if getattr(args, "resume", False) and finished(cfg):
+            print(f"run {cfg.run_dir} already finished its {cfg.trainer.total_training_steps} steps; nothing to resume")
             return 0
         if "???" in str(cfg.data.train_files):
             raise ValueError("--data is required with --backend verl (a parquet from `scope-bench data prepare`)")
@@ -131,6 +151,16 @@ def run(args) -> int:
 
 # --------------------------------------------------------------------------- checks before Ray
 
+
+def finished(cfg) -> bool:
+    """verl's last checkpoint is at `trainer.total_training_steps` already: verl's `fit` would resume from it
+    and still run one more step, so a resumed finished run (sft+rl's GRPO phase too) starts nothing."""
+    from scope_bench.eval.checkpoint import STEP, latest_step
+
+    total = cfg.trainer.get("total_training_steps")
+    step = latest_step(Path(cfg.trainer.default_local_dir))
+    return total is not None and step is not None and int(STEP.search(step.name).group(1)) >= int(total)
+
 # what the task runner reads from its environment besides the refiner's key: with --ray-address it
 # runs with the environment of `ray start`, not of this shell, so the launcher forwards these
 FORWARD_ENV = ("WANDB_API_KEY", "WANDB_ENTITY", "WANDB_BASE_URL", "WANDB_MODE", "HF_TOKEN", "HF_ENDPOINT",
@@ -152,13 +182,14 @@ def runner_options(cfg, cpu: bool) -> dict:
     return options
 
 
-def check_attention(cfg) -> None:
+def check_attention(cfg, model=None, key: str = "actor_rollout_ref.model") -> None:
     """The attention the actor config names (verl's default `flash_attention_2`) and the varlen
     kernels of `use_remove_padding` come from flash-attn; a missing one would fail in every worker after
-    Ray started and the model loaded. Checked on the driver, which has the same environment."""
+    Ray started and the model loaded. Checked on the driver, which has the same environment. `model`,
+    `key`: another model block (the SFT phase's `model`, set with `sft.model.*` in sft+rl)."""
     import importlib.util
 
-    model = cfg.actor_rollout_ref.model
+    model = cfg.actor_rollout_ref.model if model is None else model
     impl = (model.get("override_config") or {}).get("attn_implementation", "flash_attention_2")
     needs = [f"attn_implementation={impl}"] if impl in ("flash_attention_2", "flash_attention_3") else []
     if model.get("use_remove_padding"):
@@ -167,8 +198,8 @@ def check_attention(cfg) -> None:
         raise ValueError(
             f"the actor uses flash-attn ({', '.join(needs)}) and it is not installed: pip install "
             "flash-attn==2.8.3 --no-build-isolation (verl 0.9.1's pin for torch 2.11; after torch), or run "
-            "without it: ++actor_rollout_ref.model.override_config.attn_implementation=sdpa "
-            "actor_rollout_ref.model.use_remove_padding=false (slower, more memory)")
+            f"without it: ++{key}.override_config.attn_implementation=sdpa {key}.use_remove_padding=false "
+            "(slower, more memory)")
 
 
 def check_refiner(cfg) -> None:

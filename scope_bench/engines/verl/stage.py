@@ -3,8 +3,9 @@
 `MethodStage(batch)` reads the rollouts out of the `DataProto` (grouped by verl's `uid`), runs the
 engines' shared `apply_stage` (any registered stage: SCOPE, replace-entire-rollout, PRM shaping,
 LUFFY, or one added to the registry), writes the result back into the batch (`rewrite.rewrite_rows`
-for rows holding tokens the policy did not sample, `rewrite.set_rewards` for changed rewards) and
-returns the step's metrics under the local trainer's names.
+for rows holding tokens the policy did not sample, `rewrite.set_rewards` for changed rewards, the
+dense PRM reward's per-step rewards for `advantage.py`) and returns the step's metrics under the local
+trainer's names.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from scope_bench.core.config import PRMRewardConfig, ScopeConfig, from_dict
 from scope_bench.core.rectify import Rollout
 from scope_bench.engines.bill import Bill
 from scope_bench.engines.stage import Timer, apply_stage, get_stage, tokenize_with_eos
+from scope_bench.engines.verl.advantage import ESTIMATOR, carry_step_rewards
 from scope_bench.engines.verl.rewrite import decoded_responses, ended_with, rewrite_rows, set_rewards
 
 
@@ -27,12 +29,14 @@ class MethodStage:
     `stage` is the method config's `stage` (any registered one); `prm` may be None where the stage
     needs none (then no near-miss metrics), `refiner` likewise. `bill` meters both (engines/bill.py;
     default: tokens only, no budget); the trainer closes each step's bill, knowing the step's time.
+    `advantage` is the run's `algorithm.adv_estimator`: with the dense one (`advantage.ESTIMATOR`) the
+    stage's per-step rewards are carried in the batch for it; any other refuses them.
     """
 
     def __init__(self, *, stage: str, tokenizer, verify: Callable[[str, str], float], scope: dict | None = None,
                  prm=None, refiner=None, prm_reward: dict | None = None, luffy: dict | None = None,
                  near_miss: bool = True, stage_module: str | None = None, stop_after_failed_steps: int = 0,
-                 generation_config=None, bill: Bill | None = None):
+                 generation_config=None, bill: Bill | None = None, advantage: str = "grpo"):
         self.spec = get_stage(stage, stage_module)
         self.stage_module = stage_module
         self.scope_cfg = from_dict(ScopeConfig, scope, "scope")
@@ -51,6 +55,7 @@ class MethodStage:
         self.near_miss = near_miss and prm is not None
         self.stop_after_failed_steps = stop_after_failed_steps
         self.failed_steps = 0  # steps in a row in which every refiner call failed
+        self.advantage = advantage  # algorithm.adv_estimator: the dense one takes the stage's step rewards
 
     def __call__(self, batch) -> dict:
         timer = Timer()
@@ -75,8 +80,11 @@ class MethodStage:
             stage_module=self.stage_module, refiner_spent=self.bill.exhausted)
         if refiner is not None:
             self._check_refiner(refiner)
-        if result.step_rewards:
-            raise ValueError(f"stage {self.spec.name} gave per-step rewards, which verl's GRPO advantages cannot take")
+        if self.advantage == ESTIMATOR:  # the dense PRM reward: the step rewards travel with their rows
+            carry_step_rewards(batch, {row_of[j]: steps for j, steps in result.step_rewards.items()})
+        elif result.step_rewards:
+            raise ValueError(f"stage {self.spec.name} gave per-step rewards, which algorithm.adv_estimator="
+                             f"{self.advantage} would drop: select algorithm.adv_estimator={ESTIMATOR}")
         if result.rectifications and not self.spec.offpolicy:
             raise ValueError(f"stage {self.spec.name} rewrote rows but is not registered with offpolicy=True")
         if self.spec.offpolicy:  # also adds the all-zero off-policy mask of rows left as sampled

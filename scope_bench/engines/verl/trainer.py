@@ -31,6 +31,7 @@ import torch
 
 from scope_bench.core.rectify import recording_outcomes
 from scope_bench.engines.rollouts import last_outcomes, stage_fields, write_rollouts
+from scope_bench.engines.verl.advantage import STEP_REWARDS
 from scope_bench.engines.verl.loss import scope_actor_loss
 from scope_bench.engines.verl.rewrite import MASK_KEY, onpolicy_mask
 from verl.trainer.main_ppo_v0 import BaseTaskRunner, TaskRunner
@@ -110,7 +111,8 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
         (`engines/rollouts.py`): verl's fields, plus per row what the stage did: the group, the
         advantage trained on, the refiner's tokens (`suffix`) and how many there are, the weights the
         row was generated with (`weights_step`), and the sampled response with its PRM step scores and
-        its group's record (`attach_stage_fields`). Written at once, within `metrics.max_rollout_rows`."""
+        its group's record (`attach_stage_fields`); with the dense PRM reward, each step's reward and the
+        advantage at its last token (`step_fields`). Written at once, within `metrics.max_rollout_rows`."""
         extra = dict(reward_extra_infos_dict)
         valid = batch.batch["response_mask"].bool()
         mask = batch.batch[MASK_KEY] if MASK_KEY in batch.batch.keys() else torch.zeros_like(valid)  # noqa: SIM118
@@ -122,6 +124,8 @@ class ScopeRayPPOTrainer(RayPPOTrainer):
         synced = batch.non_tensor_batch.get("max_global_steps", [None] * len(valid))
         extra["weights_step"] = [None if v is None else int(v) for v in synced]
         extra["advantage"] = batch.batch["advantages"].gather(1, first[:, None]).squeeze(1).tolist()
+        if STEP_REWARDS in batch.non_tensor_batch:  # the dense PRM reward: each step's reward and advantage
+            extra.update(step_fields(batch))
         extra["response_tokens"] = valid.sum(-1).tolist()
         extra["offpolicy_tokens"] = offpolicy.sum(-1).tolist()
         extra["offpolicy_is_suffix"] = [bool(_is_suffix(offpolicy[i], valid[i])) for i in range(len(valid))]
@@ -174,6 +178,16 @@ def attach_stage_fields(batch, recorded: list) -> None:
     batch.non_tensor_batch[STAGE_FIELDS] = column
 
 
+def step_fields(batch) -> dict[str, list]:
+    """Per row, `step_rewards` (`[token end, reward]` of each step, as trained) and `step_advantages`
+    (the advantage at each step's last token): a dense advantage changes from step to step."""
+    advantages = batch.batch["advantages"]
+    steps = batch.non_tensor_batch[STEP_REWARDS]
+    return {"step_rewards": [[[int(end), float(r)] for end, r in row] for row in steps],
+            "step_advantages": [[float(advantages[i, end - 1]) if end > 0 else None for end, _ in row]
+                                for i, row in enumerate(steps)]}
+
+
 def rollout_probs_metrics(batch, old_log_prob) -> dict:
     """verl's rollout-vs-trainer log-prob diagnostics (`training/rollout_probs_diff_*`, the sign that
     vLLM's and FSDP's numerics agree) over the tokens the policy sampled: a rewritten row's prefix,
@@ -224,6 +238,7 @@ def build_stage(config, tokenizer):
         stage=config.stage, stage_module=config.stage_module, tokenizer=tokenizer,
         verify=lambda text, gt: float(math_reward(text, gt)), prm=prm, refiner=refiner,
         near_miss=config.metrics.near_miss, generation_config=generation_config(config.actor_rollout_ref.model.path),
+        advantage=str(config.algorithm.adv_estimator),
         stop_after_failed_steps=int(config.refiner.get("stop_after_failed_steps") or 0),
         bill=Bill.from_config(config.refiner, config.prm, token_counter(tokenizer)), **blocks)
 
