@@ -8,6 +8,9 @@ PYTEST_ARGS ?=
 # the slow tests (a real SmolLM2-135M evaluation, all 772 grading substitutions: ~1.5 min) run too;
 # `make test SCOPE_SLOW=` skips them
 SCOPE_SLOW ?= 1
+# the suite runs on both cores (pytest-xdist): each test file stays on one worker, so a file's module
+# fixtures (a served model, a training run) are made once; `make test TEST_WORKERS=0` runs it in one process
+TEST_WORKERS ?= 2
 
 .PHONY: demo test golden setup setup-test lint clean mutation
 
@@ -15,7 +18,7 @@ demo: setup
 	$(BIN)/scope-bench demo
 
 test: setup-test
-	SCOPE_SLOW=$(SCOPE_SLOW) $(BIN)/python -m pytest -q $(PYTEST_ARGS)
+	SCOPE_SLOW=$(SCOPE_SLOW) $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # rewrite the golden files tests compare against (tests/golden/report.md) after an intended change to a
 # report, then read `git diff tests/golden`; tests never write them. GOLDEN_ARGS=--fixtures also remakes

@@ -130,3 +130,23 @@ def test_the_sft_config_is_the_paper_recipe(tmp_path, capsys):
     assert yaml.safe_load(sft_part)["optim"]["lr"] == 3e-5
     rl = yaml.safe_load(rl_part.split("\n", 1)[1])
     assert rl["method"] == "sft+rl" and rl["actor_rollout_ref"]["model"]["path"].endswith("global_step_N/huggingface")
+
+
+def test_sft_alone_runs_from_the_command_line(tmp_path, warm_start):
+    """`--method sft` as a user runs it: verl's SFT trainer is the whole run, its folder the run folder."""
+    import subprocess
+
+    from test_verl_cpu_e2e import CLI
+
+    run_dir = tmp_path / "sft"
+    cmd = [*CLI, "train", "--backend", "verl", "--device", "cpu", "--method", "sft", "--steps", "1",
+           "--run-dir", str(run_dir)]
+    done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
+    log = [json.loads(line) for line in (run_dir / "sft_log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1] and 0 < log[0]["data"]["train/loss"] < 10
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert cfg["method"] == "sft" and "phase_of" not in cfg and cfg["model"]["path"] == str(warm_start)
+    model = run_dir / "checkpoints" / "global_step_1" / "huggingface"
+    assert json.loads((run_dir / "phase.json").read_text())["model"] == str(model)
+    assert not torch.equal(_tensor(model), _tensor(warm_start))

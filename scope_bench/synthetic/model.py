@@ -181,11 +181,21 @@ def _key(spec: dict) -> str:
 
 
 def _cached(path: Path, build) -> Path:
-    """Build into a temporary sibling and rename, so a concurrent or killed build never leaves a
-    half-written checkpoint at `path`."""
+    """Build into a temporary sibling and rename, so a killed build never leaves a half-written
+    checkpoint at `path`; one process builds while the others wait for it (a file lock: the test
+    workers and a demo started beside them would otherwise each spend minutes on the same build)."""
+    from filelock import FileLock
+
     if (path / "config.json").exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):
+        if (path / "config.json").exists():  # built by the process that held the lock
+            return path
+        return _build_and_rename(path, build)
+
+
+def _build_and_rename(path: Path, build) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=path.name + ".", dir=path.parent))
     try:
         build(tmp)
